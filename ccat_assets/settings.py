@@ -1,0 +1,94 @@
+"""Settings from the environment, with defaults that run on a laptop with no services.
+
+Every setting is an environment variable with the prefix ``CCAT_WORKFLOW_MANAGER_`` (as in the
+CCAT deployment), except the ops-db URL, which is ``CCAT_OPS_DB_URL`` because other CCAT
+components share it. ``docs/configuration.md`` lists them all.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The workflow manager's settings; read once per process with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="CCAT_WORKFLOW_MANAGER_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".ccat"),
+        description="Local state folder: default ops-db file, pipeline workspace and job dirs.",
+    )
+    ops_db_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CCAT_OPS_DB_URL", "CCAT_WORKFLOW_MANAGER_OPS_DB_URL"),
+        description="SQLAlchemy URL of the ops-db; default a SQLite file under HOME.",
+    )
+    hpc_backend: Literal["local", "slurm", "kubernetes"] = "local"
+    container_runtime: Literal["apptainer", "host"] = Field(
+        default="host",
+        description="apptainer in production; host runs the same argv without a container.",
+    )
+    pipeline_base_dir: Path | None = Field(
+        default=None, description="Root of run directories; default HOME/pipelines."
+    )
+    processing_location_id: str = Field(
+        default="1",
+        description="The PROCESSING DataLocation this instance serves: its id or its name.",
+    )
+    sif_cache_dir: Path = Path("/data/sif-cache")
+    local_jobs_dir: Path | None = Field(
+        default=None, description="Job directories of the local backend; default HOME/jobs."
+    )
+    local_max_parallel: int = Field(default=2, ge=1)
+
+    slurm_host: str = "127.0.0.1"
+    slurm_port: int = 22
+    slurm_user: str = "ccat"
+    slurm_key_path: Path | None = None
+    slurm_known_hosts: Path | None = None
+    slurm_partition: str = ""
+    slurm_account: str = ""
+    slurm_poll_min_seconds: float = 5.0
+    slurm_poll_max_seconds: float = 60.0
+
+    k8s_namespace: str = "ccat-workflows"
+    k8s_image: str = ""
+
+    dagster_webserver_url: str = Field(
+        default="http://127.0.0.1:3000",
+        description="Where `ccat-wm apply` asks Dagster to reload the code location.",
+    )
+    code_location_name: str = "ccat_assets.definitions"
+
+    job_poll_seconds: float = Field(default=1.0, gt=0)
+    sensor_max_runs_per_tick: int = Field(default=50, ge=1)
+    sensor_interval_seconds: int = Field(default=30, ge=1)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.ops_db_url or f"sqlite:///{self.home / 'opsdb.sqlite'}"
+
+    @property
+    def pipelines_dir(self) -> Path:
+        return (self.pipeline_base_dir or self.home / "pipelines").expanduser().resolve()
+
+    @property
+    def jobs_dir(self) -> Path:
+        return (self.local_jobs_dir or self.home / "jobs").expanduser().resolve()
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests call ``get_settings.cache_clear()`` after changing env)."""
+    return Settings()
