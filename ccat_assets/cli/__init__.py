@@ -1,0 +1,26 @@
+"""``ccat-wm``: define pipelines, register observations, inspect products and provenance.
+
+Each command group lives in its own module; this one only assembles them.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ccat_assets.cli.db import db
+from ccat_assets.cli.grouping import grouping
+from ccat_assets.cli.partitions import partitions
+from ccat_assets.cli.specs import apply, ingest, pipelines, validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """CCAT Workflow Manager: declarative reduction pipelines on Dagster."""
+
+
+for command in (db, validate, apply, ingest, pipelines, grouping, partitions):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="ccat-wm")

@@ -1,0 +1,95 @@
+"""``ccat-wm validate / apply / ingest / pipelines``: pipeline specs and observations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+
+from ccat_assets.apply import apply_spec_set, known_objects
+from ccat_assets.cli.common import echo_json, fail_with_problems, opsdb_session
+from ccat_assets.cli.reload import reload_code_location
+from ccat_assets.ingest import ingest as ingest_manifests
+from ccat_assets.ingest import read_manifests
+from ccat_assets.opsdb import Pipeline
+from ccat_assets.spec import validate_spec_files
+from ccat_assets.specfile import SpecError
+
+FILES = click.argument("files", nargs=-1, required=True,
+                       type=click.Path(path_type=Path, dir_okay=False))
+
+
+@click.command()
+@FILES
+@click.option("--against-db", is_flag=True,
+              help="Also accept references to software, groupings and locations in the ops-db.")
+def validate(files: tuple[Path, ...], against_db: bool) -> None:
+    """Check pipeline spec FILES; list every problem (exit 2) or say they are valid."""
+    known = None
+    if against_db:
+        with opsdb_session() as session:
+            known = known_objects(session)
+    try:
+        spec_set = validate_spec_files(list(files), known)
+    except SpecError as exc:
+        fail_with_problems(exc)
+    click.echo(
+        f"valid: {len(spec_set.pipelines)} pipeline(s), {len(spec_set.software)} software, "
+        f"{len(spec_set.groupings)} grouping(s), {len(spec_set.locations)} location(s)"
+    )
+
+
+@click.command()
+@FILES
+@click.option("--reload/--no-reload", default=True, show_default=True,
+              help="Ask a running Dagster webserver to reload the code location.")
+def apply(files: tuple[Path, ...], reload: bool) -> None:
+    """Validate and upsert pipeline spec FILES into the ops-db (idempotent)."""
+    try:
+        with opsdb_session() as session:
+            spec_set = validate_spec_files(list(files), known_objects(session))
+            report = apply_spec_set(session, spec_set)
+    except SpecError as exc:
+        fail_with_problems(exc)
+    for line in report.lines():
+        click.echo(line)
+    if not report.wrote_anything:
+        click.echo("nothing changed: the ops-db already matches these specs")
+        return
+    if reload:
+        click.echo(reload_code_location())
+
+
+@click.command()
+@FILES
+def ingest(files: tuple[Path, ...]) -> None:
+    """Register RawDataPackages and their observations from manifest FILES."""
+    try:
+        manifest = read_manifests(list(files))
+        with opsdb_session() as session:
+            report = ingest_manifests(session, manifest)
+    except SpecError as exc:
+        fail_with_problems(exc)
+    for line in report.lines():
+        click.echo(line)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+def pipelines(as_json: bool) -> None:
+    """List the pipelines in the ops-db."""
+    with opsdb_session() as session:
+        rows = [
+            {"name": p.name, "trigger": p.trigger_type.value, "enabled": p.enabled,
+             "priority": p.priority, "grouping": p.data_grouping.name,
+             "steps": [s.name for s in p.steps]}
+            for p in session.scalars(sa.select(Pipeline).order_by(Pipeline.name))
+        ]
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        state = "enabled" if row["enabled"] else "disabled"
+        click.echo(f"{row['name']:24} {row['trigger']:10} {state:8} prio {row['priority']:4} "
+                   f"grouping {row['grouping']}: {' -> '.join(row['steps'])}")
