@@ -1,0 +1,349 @@
+"""One (step, sub-group) run: plan -> claim -> stage -> submit -> wait -> collect.
+
+Each phase is a short transaction, and the ExecutedReductionStep's status says which phase
+the run reached, so a crashed run worker's retry picks up where it stopped: a run that finds
+an in-flight row for the same fingerprint with a job id re-attaches to that job and never
+submits a second one. Jobs have deterministic names, so even a submission whose job id was
+not yet recorded is found again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, object_session, sessionmaker
+
+from ccat_assets.collect import CollectionError, collect_run
+from ccat_assets.contract import PathMap, RunLayout, contract_env, write_manifest
+from ccat_assets.inputs import RunInputs, is_final_step, layout_for, plan_inputs
+from ccat_assets.jobs import Backend, ContainerRuntime, JobSpec, JobStatus
+from ccat_assets.manifest import build_manifest
+from ccat_assets.opsdb import (
+    IN_FLIGHT_STATUSES,
+    DataLocation,
+    ExecutedReductionStep,
+    RawDataPackage,
+    RunStatus,
+    run_input_data_product,
+    run_input_raw_data_package,
+)
+from ccat_assets.opsdb.lifecycle import transition
+from ccat_assets.paths import join_inside, link_or_copy
+from ccat_assets.staging_types import StagerFactory
+
+Log = Callable[[str], None]
+
+
+class RunFailed(RuntimeError):
+    """The run ended FAILED or CANCELLED; the ops-db row says why."""
+
+    def __init__(self, run_id: int, status: RunStatus, reason: str):
+        self.run_id, self.status, self.reason = run_id, status, reason
+        super().__init__(f"run {run_id} {status.value}: {reason}")
+
+
+@dataclass
+class PollPolicy:
+    """Backoff between status polls: from ``min_s``, growing by ``factor``, up to ``max_s``."""
+
+    min_s: float = 1.0
+    max_s: float = 60.0
+    factor: float = 1.5
+
+
+@dataclass
+class ExecutionServices:
+    sessions: sessionmaker[Session]
+    backend: Backend
+    runtime: ContainerRuntime
+    stager_factory: StagerFactory
+    base_dir: Path
+    log: Log = print
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: RunStatus
+    fingerprint: str
+    sub_group_key: str
+    dimensions: dict[str, Any]
+    n_raw_packages: int
+    software: dict[str, Any]
+    run_dir: str
+    job_id: str | None
+    reattached: bool
+    runtime: str
+    backend: str
+    products: list[dict[str, Any]]
+    metrics: dict[str, float | None]
+    warnings: list[str]
+
+
+def job_name(pipeline: str, step: str, run_id: int) -> str:
+    return f"ccat-{pipeline}-{step}-{run_id}"
+
+
+def execute_partition(
+    services: ExecutionServices,
+    *,
+    pipeline_name: str,
+    step_name: str,
+    sub_group_key: str,
+    dagster_run_id: str | None,
+    trigger_reason: str | None = None,
+) -> RunOutcome:
+    """Run one (step, sub-group) to a terminal status and return what it produced."""
+    log = services.log
+    with services.sessions.begin() as session:
+        inputs = plan_inputs(session, pipeline_name, step_name, sub_group_key, services.base_dir)
+        if inputs.upstream_missing:
+            shown = ", ".join(inputs.upstream_missing[:5])
+            raise RuntimeError(
+                f"{step_name}/{sub_group_key}: upstream not complete for "
+                f"{len(inputs.upstream_missing)} sub-group(s): {shown}"
+            )
+        run, reattached = _claim(session, inputs, services, dagster_run_id, trigger_reason)
+        run_id, job_id, status = run.id, run.hpc_job_id, RunStatus(run.status)
+        layout = layout_for(services.base_dir, inputs, run_id)
+    log(f"run {run_id}: {'re-attached to' if reattached else 'claimed'} {step_name}/"
+        f"{sub_group_key} (fingerprint {inputs.fingerprint[:19]}, status {status.value})")
+
+    if job_id is None:
+        job_id = _stage_and_submit(services, run_id, layout, dagster_run_id)
+    final = _wait(services, run_id, job_id)
+    return _finish(services, run_id, layout, final, reattached)
+
+
+def _claim(
+    session: Session, inputs: RunInputs, services: ExecutionServices,
+    dagster_run_id: str | None, trigger_reason: str | None,
+) -> tuple[ExecutedReductionStep, bool]:
+    """Adopt the in-flight run of the same fingerprint, or create a new PENDING one."""
+    in_flight = session.scalar(
+        sa.select(ExecutedReductionStep)
+        .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
+               ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
+               ExecutedReductionStep.input_fingerprint == inputs.fingerprint,
+               ExecutedReductionStep.status.in_(IN_FLIGHT_STATUSES))
+        .order_by(ExecutedReductionStep.id.desc()).with_for_update()
+    )
+    if in_flight is not None:
+        if in_flight.hpc_job_id is None:
+            found = services.backend.find(
+                job_name(inputs.pipeline.name, inputs.step.name, in_flight.id))
+            if found is not None:
+                in_flight.hpc_job_id = found
+                transition(in_flight, RunStatus.STAGING_DATA)
+                transition(in_flight, RunStatus.SUBMITTED)
+        in_flight.dagster_run_id = dagster_run_id or in_flight.dagster_run_id
+        return in_flight, True
+    failures = session.scalar(
+        sa.select(sa.func.count()).select_from(ExecutedReductionStep)
+        .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
+               ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
+               ExecutedReductionStep.input_fingerprint == inputs.fingerprint,
+               ExecutedReductionStep.status == RunStatus.FAILED)
+    )
+    run = ExecutedReductionStep(
+        reduction_step_id=inputs.step.id,
+        reduction_software_version_id=inputs.version.id,
+        reduction_step_config_id=inputs.config.id,
+        sub_group_key=inputs.subgroup.key,
+        sub_group_values=inputs.subgroup.dimensions,
+        input_fingerprint=inputs.fingerprint,
+        status=RunStatus.PENDING,
+        trigger_reason=trigger_reason,
+        dagster_run_id=dagster_run_id,
+        hpc_backend=services.backend.name,
+        container_runtime=services.runtime.name,
+        retry_count=failures or 0,
+    )
+    session.add(run)
+    session.flush()
+    run.run_dir = str(layout_for(services.base_dir, inputs, run.id).root)
+    session.execute(sa.insert(run_input_raw_data_package), [
+        {"executed_reduction_step_id": run.id, "raw_data_package_id": pid}
+        for pid in inputs.subgroup.raw_data_package_ids
+    ])
+    if inputs.upstream:
+        session.execute(sa.insert(run_input_data_product), [
+            {"executed_reduction_step_id": run.id, "data_product_id": u.id}
+            for u in inputs.upstream
+        ])
+    return run, False
+
+
+def _fail(services: ExecutionServices, run_id: int, reason: str,
+          status: RunStatus = RunStatus.FAILED) -> None:
+    with services.sessions.begin() as session:
+        run = session.get(ExecutedReductionStep, run_id, with_for_update=True)
+        if not RunStatus(run.status).is_terminal:
+            transition(run, status, reason=reason)
+
+
+def _stage_and_submit(
+    services: ExecutionServices, run_id: int, layout: RunLayout, dagster_run_id: str | None
+) -> str:
+    try:
+        with services.sessions.begin() as session:
+            run = session.get(ExecutedReductionStep, run_id)
+            inputs = plan_inputs(session, run.step.pipeline.name, run.step.name,
+                                 run.sub_group_key, services.base_dir)
+            transition(run, RunStatus.STAGING_DATA)
+            layout.create()
+            location = session.get(DataLocation, inputs.pipeline.processing_location_id)
+            packages = list(session.scalars(
+                sa.select(RawDataPackage)
+                .where(RawDataPackage.id.in_(inputs.subgroup.raw_data_package_ids))
+                .order_by(RawDataPackage.id)))
+            staged = services.stager_factory(session, location).stage_packages(
+                packages, layout.raw_input_dir)
+            product_paths = _link_products(inputs, layout)
+            paths = PathMap(layout, services.runtime.in_container)
+            manifest = build_manifest(
+                inputs=inputs, run_id=run_id, dagster_run_id=dagster_run_id,
+                packages=packages, staged=staged,
+                product_paths={pid: paths(p) for pid, p in product_paths.items()}, paths=paths)
+            write_manifest(layout.manifest_path, manifest)
+            resources = dict(inputs.config.resource_requirements or {})
+            env = {**(inputs.config.environment_variables or {}), **contract_env(
+                paths=paths, is_final=inputs.is_final, step=inputs.step.name,
+                sub_group_key=inputs.subgroup.key, run_id=run_id,
+                cpu=int(resources.get("cpu", 1)))}
+            argv, process_env = services.runtime.command(
+                argv=list(inputs.config.command_template), env=env, binds=layout.binds(),
+                image=inputs.version.image_ref, gpu=int(resources.get("gpu", 0)),
+                workdir=layout.workspace_dir)
+            run.execution_command = argv
+            spec = JobSpec(
+                name=job_name(inputs.pipeline.name, inputs.step.name, run_id), argv=argv,
+                env=process_env, workdir=layout.workspace_dir,
+                stdout_path=layout.logs_dir / "stdout.log",
+                stderr_path=layout.logs_dir / "stderr.log", resources=resources)
+    except Exception as exc:
+        _fail(services, run_id, f"staging failed: {exc}")
+        raise RunFailed(run_id, RunStatus.FAILED, f"staging failed: {exc}") from exc
+    try:
+        job_id = services.backend.submit(spec)
+    except Exception as exc:
+        _fail(services, run_id, f"submission failed: {exc}")
+        raise RunFailed(run_id, RunStatus.FAILED, f"submission failed: {exc}") from exc
+    with services.sessions.begin() as session:
+        run = session.get(ExecutedReductionStep, run_id)
+        run.hpc_job_id = job_id
+        transition(run, RunStatus.SUBMITTED)
+    services.log(f"run {run_id}: submitted {services.backend.name} job {job_id}")
+    return job_id
+
+
+def _link_products(inputs: RunInputs, layout: RunLayout) -> dict[int, Path]:
+    """Hard-link upstream products into ``input/products/<step>/<sub_group>/<path>``."""
+    linked: dict[int, Path] = {}
+    for product in inputs.upstream:
+        if not product.path.is_file():
+            raise FileNotFoundError(
+                f"upstream product {product.id} ({product.step}/{product.sub_group_key}/"
+                f"{product.relative_path}) is missing on disk"
+            )
+        target = join_inside(layout.products_input_dir,
+                             f"{product.step}/{product.sub_group_key}/{product.relative_path}")
+        link_or_copy(product.path, target)
+        linked[product.id] = target
+    return linked
+
+
+def _wait(services: ExecutionServices, run_id: int, job_id: str) -> JobStatus:
+    delay = services.poll.min_s
+    seen_running = False
+    while True:
+        status = services.backend.status([job_id])[job_id]
+        if status.state == "running" and not seen_running:
+            seen_running = True
+            with services.sessions.begin() as session:
+                run = session.get(ExecutedReductionStep, run_id)
+                if RunStatus(run.status) == RunStatus.SUBMITTED:
+                    transition(run, RunStatus.RUNNING)
+            services.log(f"run {run_id}: job {job_id} is running")
+        if status.finished or status.state == "unknown":
+            return status
+        services.sleep(delay)
+        delay = min(services.poll.max_s, delay * services.poll.factor)
+
+
+def _finish(
+    services: ExecutionServices, run_id: int, layout: RunLayout, job: JobStatus, reattached: bool
+) -> RunOutcome:
+    succeeded = job.state == "completed"
+    warnings: list[str] = []
+    with services.sessions.begin() as session:
+        run = session.get(ExecutedReductionStep, run_id, with_for_update=True)
+        run.exit_code = job.exit_code
+        run.processing_time_s = job.wall_time_s
+        run.cpu_hours = job.cpu_hours
+        run.peak_memory_gb = job.peak_memory_gb
+        if succeeded and RunStatus(run.status) != RunStatus.COMPLETED:
+            transition(run, RunStatus.COLLECTING_RESULTS)
+    if not succeeded:
+        reason = job.reason or f"job ended {job.state}"
+        _collect_logs(services, run_id, layout)
+        status = RunStatus.CANCELLED if job.state == "cancelled" else RunStatus.FAILED
+        _fail(services, run_id, reason, status)
+        raise RunFailed(run_id, status, reason)
+    try:
+        with services.sessions.begin() as session:
+            run = session.get(ExecutedReductionStep, run_id)
+            result = collect_run(session, run, layout, is_final=is_final_step(session, run.step),
+                                 processing_location_id=run.step.pipeline.processing_location_id)
+            warnings = result.warnings
+            if RunStatus(run.status) != RunStatus.COMPLETED:
+                transition(run, RunStatus.COMPLETED)
+            outcome = _outcome(run, result.products, warnings, reattached, job)
+    except CollectionError as exc:
+        _collect_logs(services, run_id, layout)
+        _fail(services, run_id, f"collection failed: {exc}")
+        raise RunFailed(run_id, RunStatus.FAILED, f"collection failed: {exc}") from exc
+    services.log(f"run {run_id}: COMPLETED with {len(outcome.products)} products")
+    return outcome
+
+
+def _collect_logs(services: ExecutionServices, run_id: int, layout: RunLayout) -> None:
+    """Keep a failed run's logs as LOG products for diagnosis; never its partial outputs."""
+    with services.sessions.begin() as session:
+        run = session.get(ExecutedReductionStep, run_id)
+        collect_run(session, run, layout, is_final=False, logs_only=True,
+                    processing_location_id=run.step.pipeline.processing_location_id)
+
+
+def _outcome(run: ExecutedReductionStep, products: list, warnings: list[str], reattached: bool,
+             job: JobStatus) -> RunOutcome:
+    version = run.software_version
+    return RunOutcome(
+        run_id=run.id, status=RunStatus(run.status), fingerprint=run.input_fingerprint,
+        sub_group_key=run.sub_group_key, dimensions=dict(run.sub_group_values or {}),
+        n_raw_packages=_count_raw(run),
+        software={"name": version.software.name, "version": version.version,
+                  "image": version.image_ref, "digest": version.digest},
+        run_dir=run.run_dir or "", job_id=run.hpc_job_id, reattached=reattached,
+        runtime=run.container_runtime or "", backend=run.hpc_backend or "",
+        products=[{"id": p.id, "path": p.relative_path, "type": p.data_product_type.value,
+                   "size_bytes": p.size_bytes, "checksum": p.checksum} for p in products],
+        metrics={"processing_time_s": run.processing_time_s, "cpu_hours": run.cpu_hours,
+                 "peak_memory_gb": run.peak_memory_gb, "exit_code": job.exit_code},
+        warnings=warnings,
+    )
+
+
+def _count_raw(run: ExecutedReductionStep) -> int:
+    session = object_session(run)
+    return session.scalar(
+        sa.select(sa.func.count()).select_from(run_input_raw_data_package)
+        .where(run_input_raw_data_package.c.executed_reduction_step_id == run.id)) or 0
+

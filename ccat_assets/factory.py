@@ -1,0 +1,171 @@
+"""Pipelines -> Dagster definitions: one asset per ReductionStep, partitioned by sub-group.
+
+Asset key ``["ccat", <pipeline>, <step>]``, group = pipeline. Steps of one grain share a
+``DynamicPartitionsDefinition`` named ``<pipeline>__<grain>`` and map by identity; between
+grains the dependency is an explicit ``AllPartitionMapping`` (the exact sub-group lineage is in
+the ops-db). A step with ``group_by: []`` is unpartitioned. Raw data is an external asset per
+DataGrouping. Pure: a catalog snapshot in, ``dg.Definitions`` out.
+"""
+
+
+import re
+
+import dagster as dg
+
+from ccat_assets.catalog import PipelineDef, StepDef
+from ccat_assets.execute import RunFailed, RunOutcome, execute_partition
+from resources.execution import ExecutionResource
+
+RAW_DATA_GROUP = "raw_data"
+
+
+def raw_data_key(grouping: str) -> dg.AssetKey:
+    return dg.AssetKey(["ccat", "grouping", grouping])
+
+
+def step_key(pipeline: str, step: str) -> dg.AssetKey:
+    return dg.AssetKey(["ccat", pipeline, step])
+
+
+def partitions_def_for(step: StepDef) -> dg.DynamicPartitionsDefinition | None:
+    return dg.DynamicPartitionsDefinition(name=step.partitions_name) if step.partitioned else None
+
+
+def build_raw_data_asset(grouping: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key=raw_data_key(grouping),
+        group_name=RAW_DATA_GROUP,
+        description=(
+            f"RawDataPackages selected by the DataGrouping '{grouping}' (archived by "
+            "data-transfer, registered in the ops-db). Observed by the pipelines' sensors."
+        ),
+        kinds={"ops-db"},
+    )
+
+
+def _deps(pipeline: PipelineDef, step: StepDef) -> list[dg.AssetDep]:
+    if not step.depends_on:
+        return [dg.AssetDep(raw_data_key(pipeline.grouping))]
+    deps = []
+    for name in step.depends_on:
+        upstream = pipeline.step(name)
+        same_grain = upstream.partitions_name == step.partitions_name and step.partitioned
+        mapping = dg.IdentityPartitionMapping() if same_grain else dg.AllPartitionMapping()
+        deps.append(dg.AssetDep(step_key(pipeline.name, name), partition_mapping=mapping))
+    return deps
+
+
+def _description(pipeline: PipelineDef, step: StepDef) -> str:
+    grain = "all data of the grouping" if not step.partitioned else f"one {step.grain} sub-group"
+    text = [
+        step.description or f"Runs {step.software} on {grain}.",
+        "",
+        f"Pipeline `{pipeline.name}` ({pipeline.trigger_type.value}), grouping "
+        f"`{pipeline.grouping}`; software `{step.software}`; group_by `{list(step.group_by)}`;"
+        f" cooldown {step.cooldown_seconds} s; max retries {step.max_retries}.",
+    ]
+    if step.is_final:
+        text.append("Final step: writes SCIENCE products.")
+    return "\n".join(text)
+
+
+def build_step_asset(pipeline: PipelineDef, step: StepDef) -> dg.AssetsDefinition:
+    """The asset of one ReductionStep; its run executes one sub-group end to end."""
+    tags = {"ccat/pipeline": pipeline.name, "ccat/step": step.name}
+
+    @dg.asset(
+        key=step_key(pipeline.name, step.name),
+        group_name=pipeline.name,
+        description=_description(pipeline, step),
+        partitions_def=partitions_def_for(step),
+        deps=_deps(pipeline, step),
+        pool=step.pool if step.max_concurrent_runs else None,
+        kinds={"apptainer"},
+        tags={"ccat/final": str(step.is_final).lower()},
+        metadata={"ccat/software": step.software, "ccat/grain": step.grain},
+        op_tags=tags,
+    )
+    def _step_asset(context: dg.AssetExecutionContext, execution: ExecutionResource):
+        key = context.partition_key if step.partitioned else "all"
+        services = execution.services(context.log.info)
+        try:
+            outcome = execute_partition(
+                services, pipeline_name=pipeline.name, step_name=step.name, sub_group_key=key,
+                dagster_run_id=context.run.run_id,
+                trigger_reason=context.run.tags.get("ccat/reason", "manual"),
+            )
+        except RunFailed as exc:
+            raise dg.Failure(
+                description=f"{step.name}/{key}: {exc.reason}",
+                metadata={"ops-db run id": exc.run_id, "status": exc.status.value},
+            ) from exc
+        return materialize_result(outcome)
+
+    return _step_asset
+
+
+def materialize_result(outcome: RunOutcome) -> dg.MaterializeResult:
+    """The metadata a person reads on the asset's materialization page."""
+    by_type: dict[str, int] = {}
+    for p in outcome.products:
+        by_type[p["type"]] = by_type.get(p["type"], 0) + 1
+    table = dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({"path": p["path"], "type": p["type"], "size_bytes": p["size_bytes"],
+                            "checksum": p["checksum"]})
+            for p in outcome.products
+        ],
+        schema=dg.TableSchema(columns=[
+            dg.TableColumn("path", "string"), dg.TableColumn("type", "string"),
+            dg.TableColumn("size_bytes", "int"), dg.TableColumn("checksum", "string"),
+        ]),
+    )
+    metadata: dict[str, object] = {
+        "sub_group": outcome.sub_group_key,
+        "dimensions": dg.MetadataValue.json(outcome.dimensions),
+        "raw_packages": dg.MetadataValue.int(outcome.n_raw_packages),
+        "products": table,
+        "products_by_type": dg.MetadataValue.json(by_type),
+        "total_bytes": dg.MetadataValue.int(sum(p["size_bytes"] for p in outcome.products)),
+        "software": f"{outcome.software['name']} {outcome.software['version']}",
+        "image": outcome.software["image"],
+        "image_digest": outcome.software["digest"] or "",
+        "ops-db run id": dg.MetadataValue.int(outcome.run_id),
+        "ops-db product ids": dg.MetadataValue.json([p["id"] for p in outcome.products]),
+        "run_dir": dg.MetadataValue.path(outcome.run_dir),
+        "backend": outcome.backend,
+        "job_id": outcome.job_id or "",
+        "container_runtime": outcome.runtime,
+        "reattached": outcome.reattached,
+        "input_fingerprint": outcome.fingerprint,
+    }
+    for name, value in outcome.metrics.items():
+        if value is not None:
+            metadata[name] = dg.MetadataValue.float(float(value))
+    if outcome.warnings:
+        metadata["warnings"] = dg.MetadataValue.md(
+            "\n".join(f"- {w}" for w in outcome.warnings))
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(outcome.fingerprint))
+
+
+def build_pipeline_jobs(pipeline: PipelineDef) -> list:
+    """One job per grain of a pipeline, for backfills (``dagster job backfill``)."""
+    jobs = []
+    grains: dict[str, list[StepDef]] = {}
+    for step in pipeline.steps:
+        grains.setdefault(step.partitions_name if step.partitioned else "", []).append(step)
+    for steps in grains.values():
+        grain = re.sub(r"[^A-Za-z0-9_]", "_", steps[0].grain)
+        jobs.append(dg.define_asset_job(
+            name=f"{pipeline.name}__{grain}",
+            selection=dg.AssetSelection.assets(*[step_key(pipeline.name, s.name) for s in steps]),
+            partitions_def=partitions_def_for(steps[0]),
+            tags={"ccat/pipeline": pipeline.name, "dagster/priority": str(pipeline.priority)},
+            description=f"Steps of {pipeline.name} at grain {steps[0].grain}, for backfills.",
+        ))
+    return jobs
+
+
+def build_pipeline_definitions(pipeline: PipelineDef) -> dg.Definitions:
+    assets = [build_step_asset(pipeline, step) for step in pipeline.steps]
+    return dg.Definitions(assets=assets, jobs=build_pipeline_jobs(pipeline))

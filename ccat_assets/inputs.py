@@ -1,0 +1,184 @@
+"""What one (step, sub-group) run consumes: its raw packages, upstream products, version,
+config, and the resulting input fingerprint.
+
+The upstream scope of a sub-group is found by re-grouping its own raw packages at each
+upstream step's grain (a source+line sub-group covers the per-scan sub-groups of its scans);
+this is the exact lineage Dagster's partition mappings cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, selectinload
+
+from ccat_assets.contract import RunLayout
+from ccat_assets.fingerprint import input_fingerprint, version_token
+from ccat_assets.grouping import SubGroup, resolve_subgroups
+from ccat_assets.opsdb import (
+    DataGrouping,
+    DataProduct,
+    DataProductType,
+    ExecutedReductionStep,
+    Pipeline,
+    ReductionSoftwareVersion,
+    ReductionStep,
+    ReductionStepConfig,
+    RunStatus,
+    VersionPolicy,
+)
+
+
+class PlanError(RuntimeError):
+    """The run cannot be planned (unknown pipeline/step/sub-group, no version, ...)."""
+
+
+@dataclass(frozen=True)
+class UpstreamProduct:
+    id: int
+    step: str
+    sub_group_key: str
+    run_id: int
+    product_type: DataProductType
+    relative_path: str
+    path: Path
+    checksum: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class RunInputs:
+    pipeline: Pipeline
+    step: ReductionStep
+    subgroup: SubGroup
+    version: ReductionSoftwareVersion
+    config: ReductionStepConfig
+    upstream: list[UpstreamProduct]
+    upstream_missing: list[str]
+    fingerprint: str
+    is_final: bool
+
+
+def load_step(session: Session, pipeline_name: str, step_name: str) -> ReductionStep:
+    step = session.scalar(
+        sa.select(ReductionStep).join(Pipeline)
+        .where(Pipeline.name == pipeline_name, ReductionStep.name == step_name)
+        .options(selectinload(ReductionStep.depends_on))
+    )
+    if step is None:
+        raise PlanError(f"pipeline {pipeline_name!r} has no step {step_name!r} in the ops-db")
+    return step
+
+
+def select_version(session: Session, step: ReductionStep) -> ReductionSoftwareVersion:
+    """``exact``: the pinned version; ``compatible``: the software's latest version."""
+    if VersionPolicy(step.version_policy) == VersionPolicy.EXACT:
+        if step.pinned_version is None:
+            raise PlanError(f"step {step.name!r} is 'exact' but pins no version")
+        return step.pinned_version
+    version = session.scalar(sa.select(ReductionSoftwareVersion).filter_by(
+        reduction_software_id=step.reduction_software_id, is_latest=True))
+    if version is None:
+        raise PlanError(f"software {step.software.name!r} has no latest version")
+    return version
+
+
+def is_final_step(session: Session, step: ReductionStep) -> bool:
+    """A step no other step of its pipeline depends on writes final products."""
+    siblings = session.scalars(sa.select(ReductionStep).filter_by(pipeline_id=step.pipeline_id))
+    return not any(step in other.depends_on for other in siblings)
+
+
+def resolve_one(session: Session, grouping: DataGrouping, group_by: list[str],
+                key: str) -> SubGroup:
+    found = resolve_subgroups(
+        session, filter_rules=grouping.filter_rules, group_by=group_by,
+        instrument_module_id=grouping.instrument_module_id, keys=[key],
+    )
+    if not found:
+        raise PlanError(
+            f"sub-group {key!r} matches no raw data of grouping {grouping.name!r}"
+            f" at grain {'+'.join(group_by) or 'all'}"
+        )
+    return found[0]
+
+
+def upstream_products(
+    session: Session, step: ReductionStep, subgroup: SubGroup, grouping: DataGrouping,
+    base_dir: Path,
+) -> tuple[list[UpstreamProduct], list[str]]:
+    """The newest completed products of each upstream step inside the sub-group's scope."""
+    products: list[UpstreamProduct] = []
+    missing: list[str] = []
+    for upstream in step.depends_on:
+        scopes = resolve_subgroups(
+            session, filter_rules=grouping.filter_rules, group_by=list(upstream.group_by),
+            instrument_module_id=grouping.instrument_module_id,
+            package_ids=subgroup.raw_data_package_ids,
+        )
+        keys = [s.key for s in scopes]
+        latest: dict[str, ExecutedReductionStep] = {}
+        for key_chunk in _chunks(keys, 500):
+            rows = session.scalars(
+                sa.select(ExecutedReductionStep)
+                .where(ExecutedReductionStep.reduction_step_id == upstream.id,
+                       ExecutedReductionStep.sub_group_key.in_(key_chunk),
+                       ExecutedReductionStep.status == RunStatus.COMPLETED)
+                .order_by(ExecutedReductionStep.id.desc())
+            )
+            for run in rows:
+                latest.setdefault(run.sub_group_key, run)
+        missing += [f"{upstream.name}:{key}" for key in keys if key not in latest]
+        for key in keys:
+            run = latest.get(key)
+            if run is None:
+                continue
+            for product in run.products:
+                if product.data_product_type == DataProductType.LOG:
+                    continue
+                products.append(_upstream(product, upstream.name, run))
+    return products, missing
+
+
+def _upstream(product: DataProduct, step_name: str, run: ExecutedReductionStep) -> UpstreamProduct:
+    return UpstreamProduct(
+        id=product.id, step=step_name, sub_group_key=run.sub_group_key, run_id=run.id,
+        product_type=DataProductType(product.data_product_type),
+        relative_path=product.relative_path,
+        path=Path(run.run_dir or "") / product.relative_path,
+        checksum=product.checksum, metadata=dict(product.meta or {}),
+    )
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def plan_inputs(
+    session: Session, pipeline_name: str, step_name: str, sub_group_key: str, base_dir: Path
+) -> RunInputs:
+    step = load_step(session, pipeline_name, step_name)
+    pipeline = step.pipeline
+    grouping = pipeline.data_grouping
+    subgroup = resolve_one(session, grouping, list(step.group_by), sub_group_key)
+    version = select_version(session, step)
+    upstream, missing = upstream_products(session, step, subgroup, grouping, base_dir)
+    fingerprint = input_fingerprint(
+        packages=zip(subgroup.raw_data_package_ids, subgroup.package_checksums, strict=True),
+        upstream_products=[(p.id, p.checksum) for p in upstream],
+        config_hash=step.config.content_hash,
+        version=version_token(step.version_policy, version.version),
+    )
+    return RunInputs(
+        pipeline=pipeline, step=step, subgroup=subgroup, version=version, config=step.config,
+        upstream=upstream, upstream_missing=missing, fingerprint=fingerprint,
+        is_final=is_final_step(session, step),
+    )
+
+
+def layout_for(base_dir: Path, inputs: RunInputs, run_id: int) -> RunLayout:
+    return RunLayout.for_run(base_dir, inputs.pipeline.name, inputs.subgroup.key,
+                             inputs.step.name, run_id)

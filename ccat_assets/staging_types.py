@@ -1,0 +1,32 @@
+"""What staging hands to the manifest: one input file as the run sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from ccat_assets.opsdb import DataLocation, RawDataPackage
+
+
+@dataclass(frozen=True)
+class StagedInput:
+    package_id: int
+    relative_path: str
+    checksum: str
+    size_bytes: int
+    file_type: str | None
+    run_path: Path
+
+
+class Stager(Protocol):
+    def stage_packages(
+        self, packages: list[RawDataPackage], run_input_dir: Path
+    ) -> list[StagedInput]:
+        """Stage and verify every file of ``packages``; link them under ``run_input_dir``."""
+
+
+class StagerFactory(Protocol):
+    def __call__(self, session: Session, processing_location: DataLocation) -> Stager: ...

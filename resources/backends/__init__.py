@@ -1,0 +1,1 @@
+"""Execution backends implementing :class:`ccat_assets.jobs.Backend`."""

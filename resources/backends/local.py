@@ -1,0 +1,149 @@
+"""The ``local`` backend: a detached, supervised process per job on this machine.
+
+A job's directory holds its spec, the supervisor's pid, the child's pid and the result, so
+the job survives a crash of the Dagster run worker and a retried run re-attaches to it by its
+deterministic name. Parallelism is bounded by lock-file slots shared by all jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ccat_assets.jobs import JobSpec, JobStatus
+
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, jobs_dir: Path, max_parallel: int = 2):
+        self.jobs_dir = Path(jobs_dir)
+        self.max_parallel = max_parallel
+
+    def _dir(self, job_id: str) -> Path:
+        if not job_id or set(job_id) - _NAME_OK or job_id.startswith("."):
+            raise ValueError(f"invalid local job id {job_id!r}")
+        return self.jobs_dir / job_id
+
+    def submit(self, spec: JobSpec) -> str:
+        job_dir = self._dir(spec.name)
+        if (job_dir / "job.json").exists():
+            return spec.name
+        job_dir.mkdir(parents=True, exist_ok=True)
+        tmp = job_dir / "job.json.tmp"
+        tmp.write_text(json.dumps({
+            "argv": spec.argv, "env": spec.env, "workdir": str(spec.workdir),
+            "stdout_path": str(spec.stdout_path), "stderr_path": str(spec.stderr_path),
+            "resources": spec.resources, "slots_dir": str(self.jobs_dir / ".slots"),
+            "max_parallel": self.max_parallel, "submitted": time.time(),
+        }))
+        os.replace(tmp, job_dir / "job.json")
+        launcher = subprocess.Popen(  # noqa: S603 - fixed argv, the job dir is ours
+            [sys.executable, "-m", "resources.backends.local_runner", str(job_dir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=True, cwd=str(job_dir), env=_runner_env(),
+        )
+        launcher.wait()
+        return spec.name
+
+    def find(self, name: str) -> str | None:
+        return name if (self._dir(name) / "job.json").exists() else None
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        return {job_id: self._status(job_id) for job_id in job_ids}
+
+    def _status(self, job_id: str) -> JobStatus:
+        job_dir = self._dir(job_id)
+        if not (job_dir / "job.json").exists():
+            return JobStatus(job_id, "unknown", reason="no such local job")
+        result = _read(job_dir / "result.json")
+        if result is not None:
+            return _finished(job_id, result)
+        runner = _read(job_dir / "runner.json")
+        if runner is None:
+            submitted = (_read(job_dir / "job.json") or {}).get("submitted", 0)
+            if time.time() - submitted > 60:
+                return JobStatus(job_id, "failed", reason="the job's supervisor never started")
+            return JobStatus(job_id, "pending")
+        if not _alive(runner["pid"]):
+            result = _read(job_dir / "result.json")  # it may have finished meanwhile
+            if result is not None:
+                return _finished(job_id, result)
+            return JobStatus(job_id, "failed", reason="the job's supervisor died (killed?)")
+        started = _read(job_dir / "started.json")
+        return JobStatus(job_id, "running" if started else "pending")
+
+    def cancel(self, job_id: str) -> None:
+        job_dir = self._dir(job_id)
+        (job_dir / "cancel").touch()
+        started = _read(job_dir / "started.json")
+        if started:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(started["pgid"], sig)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.5)
+
+    def logs(self, job_id: str, tail_bytes: int = 20_000) -> str:
+        job = _read(self._dir(job_id) / "job.json") or {}
+        parts = []
+        for key in ("stdout_path", "stderr_path"):
+            path = Path(job.get(key, "/nonexistent"))
+            if path.exists():
+                with open(path, "rb") as handle:
+                    handle.seek(max(0, path.stat().st_size - tail_bytes))
+                    parts.append(handle.read().decode(errors="replace"))
+        return "\n".join(parts)
+
+
+def _finished(job_id: str, result: dict) -> JobStatus:
+    exit_code = result.get("exit_code")
+    start, end = result.get("start"), result.get("end")
+    wall = (end - start) if start and end else None
+    cpu_s = result.get("cpu_s")
+    peak_kb = result.get("peak_rss_kb")
+    metrics = {
+        "exit_code": exit_code,
+        "wall_time_s": wall,
+        "cpu_hours": cpu_s / 3600 if cpu_s is not None else None,
+        "peak_memory_gb": peak_kb / 1024**2 if peak_kb else None,
+    }
+    if result.get("cancelled"):
+        return JobStatus(job_id, "cancelled", reason="cancelled", **metrics)
+    if exit_code == 0:
+        return JobStatus(job_id, "completed", **metrics)
+    reason = result.get("reason") or (
+        f"exit code {exit_code}" if exit_code is not None else "no exit code")
+    return JobStatus(job_id, "failed", reason=reason, **metrics)
+
+
+def _runner_env() -> dict[str, str]:
+    """The supervisor needs to import this package; pass the interpreter's path along."""
+    env = dict(os.environ)
+    project_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
+    return env

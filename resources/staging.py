@@ -1,0 +1,291 @@
+"""Bring a run's inputs to its processing location, verified.
+
+Raw files are staged once per processing location (``<base>/staged/<package>/<file>``,
+recorded as STAGED PhysicalCopies, checksum-verified, written to a temporary name and renamed
+only when valid), then linked into each run's read-only input directory. A file already
+staged with the recorded checksum and size is not copied again. A failure (missing source,
+checksum mismatch, broken connection) removes the temporary file and records nothing, so
+nothing half-copied is ever taken for valid.
+
+Two stagers share that logic: :class:`LocalStager` when the archive copy and the processing
+location share this machine's filesystems (hard links where possible, else copies), and
+:class:`SFTPStager` when the processing location is another host (``DataLocation.host``):
+files go over SFTP and are verified by a ``sha256sum`` run on that host, so what is checked
+is what landed there. :func:`make_stager` picks one per location.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ccat_assets.hashing import CHUNK_BYTES, file_checksum
+from ccat_assets.opsdb import (
+    DataLocation,
+    LocationType,
+    PhysicalCopy,
+    PhysicalCopyStatus,
+    RawDataFile,
+    RawDataPackage,
+)
+from ccat_assets.opsdb.types import utcnow
+from ccat_assets.paths import join_inside, link_or_copy, safe_relative_path
+from ccat_assets.staging_types import StagedInput, Stager
+from resources.backends.ssh import SSHConnection, SSHError, SSHTarget, shared_connection
+
+
+class StagingError(RuntimeError):
+    """Inputs could not be brought to the processing location; nothing partial is kept."""
+
+
+def archive_source(session: Session, package: RawDataPackage, rel: str) -> Path:
+    """The best readable copy of one raw file at a non-processing location."""
+    copies = session.execute(
+        sa.select(PhysicalCopy, DataLocation)
+        .join(DataLocation, PhysicalCopy.data_location_id == DataLocation.id)
+        .where(PhysicalCopy.raw_data_package_id == package.id,
+               PhysicalCopy.status == PhysicalCopyStatus.PRESENT,
+               DataLocation.location_type != LocationType.PROCESSING)
+        .order_by(DataLocation.priority.desc(), DataLocation.id)
+    ).all()
+    for copy, location in copies:
+        candidate = join_inside(Path(location.base_path), copy.path) / rel
+        if candidate.is_file():
+            return candidate
+    raise StagingError(
+        f"raw package {package.name!r}: file {rel!r} is not present at any archive location"
+    )
+
+
+def _staged_copy(session: Session, raw_file: RawDataFile, location: DataLocation
+                 ) -> PhysicalCopy | None:
+    return session.scalar(sa.select(PhysicalCopy).filter_by(
+        raw_data_file_id=raw_file.id, data_location_id=location.id))
+
+
+def _is_valid(copy: PhysicalCopy | None, raw_file: RawDataFile, size: int | None) -> bool:
+    return (copy is not None and copy.status == PhysicalCopyStatus.STAGED
+            and copy.checksum == raw_file.checksum and size == raw_file.size_bytes)
+
+
+def _record(session: Session, copy: PhysicalCopy | None, raw_file: RawDataFile,
+            location: DataLocation, path: str) -> None:
+    """Record (or refresh) the STAGED PhysicalCopy: only ever after verification."""
+    if copy is None:
+        copy = PhysicalCopy(raw_data_file_id=raw_file.id, data_location_id=location.id,
+                            path=path)
+        session.add(copy)
+    copy.status, copy.checksum, copy.path = PhysicalCopyStatus.STAGED, raw_file.checksum, path
+    copy.verified_at = utcnow()
+
+
+def _mismatch(package: RawDataPackage, raw_file: RawDataFile, actual: str, where: str) -> str:
+    return (f"raw file {package.name}/{raw_file.relative_path}: checksum {actual} {where} "
+            f"does not match the recorded {raw_file.checksum}")
+
+
+class LocalStager:
+    """Staging where the archive copy and the processing location share this machine."""
+
+    def __init__(self, session: Session, processing_location: DataLocation):
+        self.session = session
+        self.location = processing_location
+        self.staged_root = Path(processing_location.base_path) / "staged"
+        self.transfers = 0  # files actually copied or linked (tests check "not again")
+
+    def stage_file(self, package: RawDataPackage, raw_file: RawDataFile) -> Path:
+        """The verified staged copy of ``raw_file``, staging it only when needed."""
+        staged = join_inside(self.staged_root, f"{package.name}/{raw_file.relative_path}")
+        copy = _staged_copy(self.session, raw_file, self.location)
+        size = staged.stat().st_size if staged.is_file() else None
+        if _is_valid(copy, raw_file, size):
+            return staged
+        source = archive_source(self.session, package, raw_file.relative_path)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        partial = staged.with_name(f".{staged.name}.partial")
+        try:
+            partial.unlink(missing_ok=True)
+            try:
+                os.link(source, partial)
+            except OSError:
+                shutil.copyfile(source, partial)
+            actual = file_checksum(partial)
+            if actual != raw_file.checksum:
+                raise StagingError(_mismatch(package, raw_file, actual, "at the source"))
+            os.replace(partial, staged)
+            self.transfers += 1
+        except OSError as exc:
+            raise StagingError(
+                f"staging {package.name}/{raw_file.relative_path} failed: {exc.strerror or exc}"
+            ) from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        _record(self.session, copy, raw_file, self.location, str(staged))
+        return staged
+
+    def stage_packages(
+        self, packages: list[RawDataPackage], run_input_dir: Path
+    ) -> list[StagedInput]:
+        """Stage every file of ``packages`` and link it into ``run_input_dir/<package>/``."""
+        out = []
+        for package in packages:
+            for raw_file in package.files:
+                staged = self.stage_file(package, raw_file)
+                target = join_inside(run_input_dir, f"{package.name}/{raw_file.relative_path}")
+                link_or_copy(staged, target)
+                out.append(StagedInput(
+                    package_id=package.id, relative_path=raw_file.relative_path,
+                    checksum=raw_file.checksum, size_bytes=raw_file.size_bytes,
+                    file_type=raw_file.file_type, run_path=target,
+                ))
+        return out
+
+
+def _remote_join(root: PurePosixPath, relative: str) -> PurePosixPath:
+    """``root / relative`` for a remote path: relative, no ``..``, no control characters."""
+    return root / safe_relative_path(relative)
+
+
+class SFTPStager:
+    """Staging to a processing location on another host, over SFTP on a verified connection.
+
+    The run directories (``PIPELINE_BASE_DIR``) must be at the same path on that host as
+    here (a shared filesystem, as on a cluster); the staged area need not be visible here.
+    """
+
+    def __init__(self, session: Session, processing_location: DataLocation,
+                 ssh: SSHConnection | None = None):
+        if not processing_location.host:
+            raise ValueError(f"location {processing_location.name!r} has no host to stage to")
+        self.session = session
+        self.location = processing_location
+        self.ssh = ssh or location_connection(processing_location)
+        self.staged_root = PurePosixPath(processing_location.base_path) / "staged"
+        self.transfers = 0
+
+    def _remote_size(self, path: str) -> int | None:
+        try:
+            return self.ssh.sftp().stat(path).st_size
+        except FileNotFoundError:
+            return None
+
+    def _remote_checksum(self, path: str) -> str:
+        result = self.ssh.run(["sha256sum", "--", path])
+        digest = result.stdout.split(" ", 1)[0].strip().lstrip("\\")
+        if not result.ok or len(digest) != 64:
+            raise StagingError(f"cannot checksum {path} on {self.location.host}: "
+                               f"{result.stderr.strip()[-300:]}")
+        return "sha256:" + digest
+
+    def _upload(self, source: Path, remote: str) -> str:
+        """Stream ``source`` to ``remote``; the sha256 of what was read, for the source check."""
+        digest = hashlib.sha256()
+        with open(source, "rb") as local, self.ssh.sftp().open(remote, "wb") as handle:
+            handle.set_pipelined(True)
+            while chunk := local.read(CHUNK_BYTES):
+                digest.update(chunk)
+                handle.write(chunk)
+        return "sha256:" + digest.hexdigest()
+
+    def stage_file(self, package: RawDataPackage, raw_file: RawDataFile) -> str:
+        """The verified remote staged copy of ``raw_file``, uploading it only when needed."""
+        staged = _remote_join(self.staged_root, f"{package.name}/{raw_file.relative_path}")
+        copy = _staged_copy(self.session, raw_file, self.location)
+        if _is_valid(copy, raw_file, self._remote_size(str(staged))):
+            return str(staged)
+        source = archive_source(self.session, package, raw_file.relative_path)
+        partial = str(staged.with_name(f".{staged.name}.partial"))
+        try:
+            self.ssh.makedirs(str(staged.parent))
+            read = self._upload(source, partial)
+            if read != raw_file.checksum:
+                raise StagingError(_mismatch(package, raw_file, read, "at the source"))
+            landed = self._remote_checksum(partial)
+            if landed != raw_file.checksum:
+                raise StagingError(_mismatch(package, raw_file, landed,
+                                             f"on {self.location.host} after transfer"))
+            self.ssh.sftp().posix_rename(partial, str(staged))
+            self.transfers += 1
+        except (OSError, SSHError) as exc:
+            raise StagingError(f"staging {package.name}/{raw_file.relative_path} to "
+                               f"{self.location.host} failed: {exc}") from exc
+        finally:
+            self._remove_quietly(partial)
+        _record(self.session, copy, raw_file, self.location, str(staged))
+        return str(staged)
+
+    def _remove_quietly(self, path: str) -> None:
+        with contextlib.suppress(OSError, SSHError):
+            self.ssh.sftp().remove(path)
+
+    def _link(self, staged: str, target: str) -> None:
+        """Hard-link on the remote host (same filesystem), else copy; atomic via rename."""
+        self.ssh.makedirs(str(PurePosixPath(target).parent))
+        tmp = str(PurePosixPath(target).with_name(f".{PurePosixPath(target).name}.partial"))
+        self._remove_quietly(tmp)
+        linked = self.ssh.run(["ln", "--", staged, tmp])
+        if not linked.ok:
+            copied = self.ssh.run(["cp", "--", staged, tmp])
+            if not copied.ok:
+                self._remove_quietly(tmp)
+                raise StagingError(f"cannot link or copy {staged} to {target} on "
+                                   f"{self.location.host}: {copied.stderr.strip()[-300:]}")
+        self.ssh.sftp().posix_rename(tmp, target)
+
+    def stage_packages(
+        self, packages: list[RawDataPackage], run_input_dir: Path
+    ) -> list[StagedInput]:
+        """Stage every file of ``packages`` and link it into ``run_input_dir/<package>/``
+        on the processing host."""
+        out = []
+        root = PurePosixPath(run_input_dir.as_posix())
+        for package in packages:
+            for raw_file in package.files:
+                staged = self.stage_file(package, raw_file)
+                target = _remote_join(root, f"{package.name}/{raw_file.relative_path}")
+                try:
+                    self._link(staged, str(target))
+                except SSHError as exc:
+                    raise StagingError(f"linking {target} failed: {exc}") from exc
+                out.append(StagedInput(
+                    package_id=package.id, relative_path=raw_file.relative_path,
+                    checksum=raw_file.checksum, size_bytes=raw_file.size_bytes,
+                    file_type=raw_file.file_type, run_path=Path(str(target)),
+                ))
+        return out
+
+
+def location_target(location: DataLocation, settings: Any | None = None) -> SSHTarget:
+    """The SSH target of a remote location: ``[user@]host[:port]`` from ``DataLocation.host``,
+    credentials from the STAGING_SSH_* settings, falling back to the SLURM_* ones."""
+    if settings is None:
+        from ccat_assets.settings import get_settings
+
+        settings = get_settings()
+
+    def pick(name: str) -> Any:
+        return getattr(settings, f"staging_ssh_{name}", None) or getattr(
+            settings, f"slurm_{name}", None)
+
+    return SSHTarget.parse(
+        location.host or "", default_user=pick("user") or "ccat",
+        key_path=pick("key_path"), known_hosts=pick("known_hosts"),
+    )
+
+
+def location_connection(location: DataLocation) -> SSHConnection:
+    return shared_connection(location_target(location))
+
+
+def make_stager(session: Session, processing_location: DataLocation) -> Stager:
+    """The stager for a location: SFTP when it names a host, local otherwise."""
+    if processing_location.host:
+        return SFTPStager(session, processing_location)
+    return LocalStager(session, processing_location)
