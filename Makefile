@@ -1,0 +1,42 @@
+# The two commands: `make demo` runs the demo, `make test` runs the tests. Each does all
+# set-up on a fresh machine (virtualenv, pinned installs, services for integration tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_HOME ?= $(CURDIR)/var/demo
+
+.PHONY: demo test lint services ui bench clean
+
+$(STAMP): pyproject.toml constraints.txt examples/chai/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]' -e examples/chai
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+services:
+	@if [ "$$(id -u)" = "0" ]; then bash scripts/services/up.sh; \
+	else echo "not root: skipping SLURM/sshd set-up (integration tests will skip)"; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) services lint
+	. scripts/services/env.sh 2>/dev/null || true; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m examples.demo --home $(DEMO_HOME)
+
+ui: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" DAGSTER_HOME=$(DEMO_HOME)/dagster \
+	CCAT_WORKFLOW_MANAGER_HOME=$(DEMO_HOME) \
+	$(BIN)/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.report
+
+clean:
+	rm -rf var .pytest_cache

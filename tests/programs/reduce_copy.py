@@ -1,0 +1,34 @@
+"""A tiny reduction program honoring the container contract, for tests.
+
+It reads the manifest, writes one science file per input (raw file or upstream product)
+holding a line count and the input's checksum, a sidecar with a quality metric, and a log.
+Parameters: ``fail`` (exit with that code), ``write_nothing``, ``partial`` (write then fail).
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+manifest = json.loads(Path(os.environ["WORKFLOW_MANIFEST"]).read_text())
+out = Path(os.environ["WORKFLOW_OUTPUT_DIR"])
+params = manifest["parameters"]
+if params.get("write_nothing"):
+    sys.exit(0)
+(out / "science").mkdir(parents=True, exist_ok=True)
+inputs = [f for p in manifest["inputs"]["raw_data_packages"] for f in p["files"]]
+inputs += manifest["inputs"]["products"]
+if not inputs:
+    print("no inputs in the manifest", file=sys.stderr)
+    sys.exit(2)
+for i, item in enumerate(inputs):
+    data = Path(item["path"]).read_bytes()
+    target = out / "science" / f"out-{i:04d}.txt"
+    target.write_text(f"{len(data)} {item['checksum']} {params.get('tag', '')}\n")
+    sidecar = {"metadata": {"source_path": item["relative_path"]},
+               "quality_metrics": {"n_bytes": len(data)}}
+    Path(str(target) + ".meta.json").write_text(json.dumps(sidecar))
+Path(manifest["logs_dir"], "program.log").write_text(f"processed {len(inputs)} inputs\n")
+print(f"step {os.environ['WORKFLOW_STEP']} sub-group {os.environ['WORKFLOW_SUB_GROUP_KEY']}")
+if params.get("partial") or params.get("fail"):
+    sys.exit(int(params.get("fail", 1)))
