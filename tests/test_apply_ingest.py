@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -95,3 +96,17 @@ def test_cli_help_lists_the_commands() -> None:
     out = run("--help")
     for command in ("db", "validate", "apply", "ingest", "pipelines", "grouping", "partitions"):
         assert command in out
+
+
+def test_an_expanded_preset_applies_as_a_grouping(ccat_env: Path, tmp_path: Path) -> None:
+    out = run("grouping", "expand", "source_line_instrument", "--name", "ngc253-co43",
+              "--param", "source=NGC253", "--param", "line=CO43",
+              "--param", "instrument_module=CHAI")
+    spec_file = tmp_path / "grouping.yaml"
+    spec_file.write_text(out)
+    assert "created   grouping ngc253-co43" in run("apply", "--no-reload", str(spec_file))
+    manifest = write_observations(tmp_path / "archive", SCANS)
+    run("ingest", str(manifest))
+    preview = run("grouping", "preview", "ngc253-co43", "--group-by", "executed_obs_unit",
+                  "--json")
+    assert [row["n_packages"] for row in json.loads(preview)] == [1, 1]

@@ -83,4 +83,7 @@ def expand(preset_name: str, grouping_name: str, params: tuple[str, ...]) -> Non
         except GroupingError as exc:
             raise click.ClickException(str(exc)) from exc
     spec["name"] = grouping_name
+    group_by = spec.pop("group_by", None)
+    if group_by is not None:
+        click.echo(f"# suggested group_by for steps using this grouping: {list(group_by)}")
     click.echo(yaml.safe_dump({"groupings": [spec]}, sort_keys=False))
