@@ -9,6 +9,7 @@ not yet recorded is found again.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,8 +88,11 @@ class RunOutcome:
     warnings: list[str]
 
 
-def job_name(pipeline: str, step: str, run_id: int) -> str:
-    return f"ccat-{pipeline}-{step}-{run_id}"
+def job_name(pipeline: str, step: str, run_id: int, run_dir: str | Path) -> str:
+    """Deterministic, so a lost submission is found again, and unique across ops-dbs sharing
+    a cluster account: run ids repeat between databases, run directories do not."""
+    token = hashlib.sha256(str(run_dir).encode()).hexdigest()[:8]
+    return f"ccat-{pipeline}-{step}-{run_id}-{token}"
 
 
 def execute_partition(
@@ -137,8 +141,8 @@ def _claim(
     )
     if in_flight is not None:
         if in_flight.hpc_job_id is None:
-            found = services.backend.find(
-                job_name(inputs.pipeline.name, inputs.step.name, in_flight.id))
+            found = services.backend.find(job_name(
+                inputs.pipeline.name, inputs.step.name, in_flight.id, in_flight.run_dir or ""))
             if found is not None:
                 in_flight.hpc_job_id = found
                 transition(in_flight, RunStatus.STAGING_DATA)
@@ -224,10 +228,12 @@ def _stage_and_submit(
                 workdir=layout.workspace_dir)
             run.execution_command = argv
             spec = JobSpec(
-                name=job_name(inputs.pipeline.name, inputs.step.name, run_id), argv=argv,
+                name=job_name(inputs.pipeline.name, inputs.step.name, run_id, layout.root),
+                argv=argv,
                 env=process_env, workdir=layout.workspace_dir,
                 stdout_path=layout.logs_dir / "stdout.log",
-                stderr_path=layout.logs_dir / "stderr.log", resources=resources)
+                stderr_path=layout.logs_dir / "stderr.log", resources=resources,
+                image=inputs.version.image_ref)
     except Exception as exc:
         _fail(services, run_id, f"staging failed: {exc}")
         raise RunFailed(run_id, RunStatus.FAILED, f"staging failed: {exc}") from exc

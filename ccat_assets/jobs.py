@@ -28,6 +28,7 @@ class JobSpec:
     stdout_path: Path
     stderr_path: Path
     resources: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None  # the step's image, for backends that run images (kubernetes)
 
 
 @dataclass(frozen=True)

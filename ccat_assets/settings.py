@@ -11,7 +11,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,9 +56,25 @@ class Settings(BaseSettings):
     slurm_account: str = ""
     slurm_poll_min_seconds: float = 5.0
     slurm_poll_max_seconds: float = 60.0
+    slurm_private_key: SecretStr | None = Field(
+        default=None, description="SSH private key contents (a secret), instead of KEY_PATH.")
+    slurm_key_passphrase: SecretStr | None = None
+    slurm_remote_jobs_dir: str = Field(
+        default="", description="Batch scripts on the login node; empty: beside each job's log.")
+    staging_ssh_user: str = ""
+    staging_ssh_key_path: Path | None = None
+    staging_ssh_known_hosts: Path | None = None
 
     k8s_namespace: str = "ccat-workflows"
     k8s_image: str = ""
+    k8s_workspace_pvc: str = Field(default="", description="PVC holding PIPELINE_BASE_DIR.")
+    k8s_workspace_host_path: str = Field(default="", description="Or a hostPath holding it.")
+    k8s_workspace_mount_path: str = Field(
+        default="", description="Where pods mount it; empty: PIPELINE_BASE_DIR's path.")
+    k8s_kubeconfig: Path | None = None
+    k8s_context: str = ""
+    k8s_service_account: str = ""
+    k8s_image_pull_secret: str = ""
 
     dagster_webserver_url: str = Field(
         default="http://127.0.0.1:3000",
@@ -69,6 +85,11 @@ class Settings(BaseSettings):
     job_poll_seconds: float = Field(default=1.0, gt=0)
     sensor_max_runs_per_tick: int = Field(default=50, ge=1)
     sensor_interval_seconds: int = Field(default=30, ge=1)
+    gap_full_reload_seconds: int = Field(
+        default=300, ge=0,
+        description="A gap sensor reloads its pipeline's whole state at least this often, "
+                    "even when the cheap change check saw nothing (0: every tick).",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

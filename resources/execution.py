@@ -10,7 +10,7 @@ from ccat_assets.execute import ExecutionServices, PollPolicy
 from ccat_assets.settings import get_settings
 from resources.hpc import make_backend, make_runtime
 from resources.opsdb import OpsDBResource
-from resources.staging import LocalStager
+from resources.staging import make_stager
 
 
 class ExecutionResource(dg.ConfigurableResource):
@@ -32,7 +32,7 @@ class ExecutionResource(dg.ConfigurableResource):
             sessions=self.opsdb.sessions(),
             backend=backend,
             runtime=make_runtime(settings),
-            stager_factory=LocalStager,
+            stager_factory=make_stager,
             base_dir=settings.pipelines_dir,
             log=log,
             poll=PollPolicy(min_s=minimum, max_s=max(minimum, maximum)),

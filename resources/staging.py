@@ -158,6 +158,8 @@ class SFTPStager:
 
     The run directories (``PIPELINE_BASE_DIR``) must be at the same path on that host as
     here (a shared filesystem, as on a cluster); the staged area need not be visible here.
+    Remote commands cost a round trip each, so a package's files are verified with one
+    ``sha256sum`` and linked with one batched command, whatever their number.
     """
 
     def __init__(self, session: Session, processing_location: DataLocation,
@@ -176,13 +178,17 @@ class SFTPStager:
         except FileNotFoundError:
             return None
 
-    def _remote_checksum(self, path: str) -> str:
-        result = self.ssh.run(["sha256sum", "--", path])
-        digest = result.stdout.split(" ", 1)[0].strip().lstrip("\\")
-        if not result.ok or len(digest) != 64:
-            raise StagingError(f"cannot checksum {path} on {self.location.host}: "
+    def _remote_checksums(self, paths: list[str]) -> dict[str, str]:
+        """``sha256sum`` of many remote files in one command."""
+        result = self.ssh.run(["sha256sum", "--", *paths])
+        sums = {}
+        for line in result.stdout.splitlines():
+            digest, _, path = line.partition("  ")
+            sums[path] = "sha256:" + digest
+        if not result.ok or set(sums) != set(paths):
+            raise StagingError(f"cannot checksum staged files on {self.location.host}: "
                                f"{result.stderr.strip()[-300:]}")
-        return "sha256:" + digest
+        return sums
 
     def _upload(self, source: Path, remote: str) -> str:
         """Stream ``source`` to ``remote``; the sha256 of what was read, for the source check."""
@@ -194,71 +200,95 @@ class SFTPStager:
                 handle.write(chunk)
         return "sha256:" + digest.hexdigest()
 
-    def stage_file(self, package: RawDataPackage, raw_file: RawDataFile) -> str:
-        """The verified remote staged copy of ``raw_file``, uploading it only when needed."""
-        staged = _remote_join(self.staged_root, f"{package.name}/{raw_file.relative_path}")
-        copy = _staged_copy(self.session, raw_file, self.location)
-        if _is_valid(copy, raw_file, self._remote_size(str(staged))):
-            return str(staged)
-        source = archive_source(self.session, package, raw_file.relative_path)
-        partial = str(staged.with_name(f".{staged.name}.partial"))
-        try:
-            self.ssh.makedirs(str(staged.parent))
-            read = self._upload(source, partial)
-            if read != raw_file.checksum:
-                raise StagingError(_mismatch(package, raw_file, read, "at the source"))
-            landed = self._remote_checksum(partial)
-            if landed != raw_file.checksum:
-                raise StagingError(_mismatch(package, raw_file, landed,
-                                             f"on {self.location.host} after transfer"))
-            self.ssh.sftp().posix_rename(partial, str(staged))
-            self.transfers += 1
-        except (OSError, SSHError) as exc:
-            raise StagingError(f"staging {package.name}/{raw_file.relative_path} to "
-                               f"{self.location.host} failed: {exc}") from exc
-        finally:
-            self._remove_quietly(partial)
-        _record(self.session, copy, raw_file, self.location, str(staged))
-        return str(staged)
-
     def _remove_quietly(self, path: str) -> None:
         with contextlib.suppress(OSError, SSHError):
             self.ssh.sftp().remove(path)
 
-    def _link(self, staged: str, target: str) -> None:
-        """Hard-link on the remote host (same filesystem), else copy; atomic via rename."""
-        self.ssh.makedirs(str(PurePosixPath(target).parent))
-        tmp = str(PurePosixPath(target).with_name(f".{PurePosixPath(target).name}.partial"))
-        self._remove_quietly(tmp)
-        linked = self.ssh.run(["ln", "--", staged, tmp])
-        if not linked.ok:
-            copied = self.ssh.run(["cp", "--", staged, tmp])
-            if not copied.ok:
+    def stage_package(self, package: RawDataPackage) -> dict[str, str]:
+        """relative path -> verified remote staged path, for every file of ``package``;
+        only files not already staged and valid are uploaded."""
+        out: dict[str, str] = {}
+        todo: list[tuple[RawDataFile, PhysicalCopy | None, PurePosixPath, str]] = []
+        for raw_file in package.files:
+            staged = _remote_join(self.staged_root, f"{package.name}/{raw_file.relative_path}")
+            copy = _staged_copy(self.session, raw_file, self.location)
+            if _is_valid(copy, raw_file, self._remote_size(str(staged))):
+                out[raw_file.relative_path] = str(staged)
+            else:
+                todo.append((raw_file, copy, staged,
+                             str(staged.with_name(f".{staged.name}.partial"))))
+        if not todo:
+            return out
+        try:
+            for raw_file, _copy, staged, partial in todo:
+                source = archive_source(self.session, package, raw_file.relative_path)
+                self.ssh.makedirs(str(staged.parent))
+                read = self._upload(source, partial)
+                if read != raw_file.checksum:
+                    raise StagingError(_mismatch(package, raw_file, read, "at the source"))
+            landed = self._remote_checksums([partial for *_, partial in todo])
+            for raw_file, _copy, _staged, partial in todo:
+                if landed[partial] != raw_file.checksum:
+                    raise StagingError(_mismatch(package, raw_file, landed[partial],
+                                                 f"on {self.location.host} after transfer"))
+            for raw_file, copy, staged, partial in todo:
+                self.ssh.sftp().posix_rename(partial, str(staged))
+                self.transfers += 1
+                _record(self.session, copy, raw_file, self.location, str(staged))
+                out[raw_file.relative_path] = str(staged)
+        except (OSError, SSHError) as exc:
+            raise StagingError(f"staging {package.name} to {self.location.host} failed: "
+                               f"{exc}") from exc
+        finally:
+            for *_, partial in todo:
+                self._remove_quietly(partial)
+        return out
+
+    def _link_all(self, pairs: list[tuple[str, str]]) -> None:
+        """Hard-link (same filesystem) else copy each staged file to its run path on the
+        remote host, atomically via a temporary name; one round trip for all of them."""
+        temporaries = []
+        for _staged, target in pairs:
+            path = PurePosixPath(target)
+            self.ssh.makedirs(str(path.parent))
+            temporaries.append(str(path.with_name(f".{path.name}.partial")))
+        for tmp in temporaries:
+            self._remove_quietly(tmp)
+        try:
+            results = self.ssh.run_batch([["ln", "--", staged, tmp] for (staged, _), tmp
+                                          in zip(pairs, temporaries, strict=True)])
+            for (staged, target), tmp, linked in zip(pairs, temporaries, results, strict=True):
+                if not linked.ok:
+                    copied = self.ssh.run(["cp", "--", staged, tmp])
+                    if not copied.ok:
+                        raise StagingError(f"cannot link or copy {staged} to {target} on "
+                                           f"{self.location.host}: {copied.stderr[-300:]}")
+                self.ssh.sftp().posix_rename(tmp, target)
+        except (OSError, SSHError) as exc:
+            raise StagingError(f"linking inputs on {self.location.host} failed: {exc}") from exc
+        finally:
+            for tmp in temporaries:
                 self._remove_quietly(tmp)
-                raise StagingError(f"cannot link or copy {staged} to {target} on "
-                                   f"{self.location.host}: {copied.stderr.strip()[-300:]}")
-        self.ssh.sftp().posix_rename(tmp, target)
 
     def stage_packages(
         self, packages: list[RawDataPackage], run_input_dir: Path
     ) -> list[StagedInput]:
         """Stage every file of ``packages`` and link it into ``run_input_dir/<package>/``
         on the processing host."""
-        out = []
+        out, pairs = [], []
         root = PurePosixPath(run_input_dir.as_posix())
         for package in packages:
+            staged = self.stage_package(package)
             for raw_file in package.files:
-                staged = self.stage_file(package, raw_file)
                 target = _remote_join(root, f"{package.name}/{raw_file.relative_path}")
-                try:
-                    self._link(staged, str(target))
-                except SSHError as exc:
-                    raise StagingError(f"linking {target} failed: {exc}") from exc
+                pairs.append((staged[raw_file.relative_path], str(target)))
                 out.append(StagedInput(
                     package_id=package.id, relative_path=raw_file.relative_path,
                     checksum=raw_file.checksum, size_bytes=raw_file.size_bytes,
                     file_type=raw_file.file_type, run_path=Path(str(target)),
                 ))
+        if pairs:
+            self._link_all(pairs)
         return out
 
 

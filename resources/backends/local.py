@@ -7,6 +7,7 @@ deterministic name. Parallelism is bounded by lock-file slots shared by all jobs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,20 @@ def _read(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies do not count)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, IndexError, ProcessLookupError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _alive(pid: int) -> bool:
@@ -96,17 +111,29 @@ class LocalBackend:
         started = _read(job_dir / "started.json")
         return JobStatus(job_id, "running" if started else "pending")
 
-    def cancel(self, job_id: str) -> None:
+    def cancel(self, job_id: str, grace_s: float = 5.0) -> None:
+        """SIGTERM the job's process group, SIGKILL it if still there after ``grace_s``."""
         job_dir = self._dir(job_id)
         (job_dir / "cancel").touch()
         started = _read(job_dir / "started.json")
-        if started:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(started["pgid"], sig)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.5)
+        if not started:
+            return  # a job waiting for a slot sees the cancel file and never starts
+        try:
+            os.killpg(started["pgid"], signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not _group_alive(started["pgid"]):
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(started["pgid"], signal.SIGKILL)
+
+    def metrics(self, job_id: str) -> dict[str, float | None]:
+        status = self._status(job_id)
+        return {"processing_time_s": status.wall_time_s, "cpu_hours": status.cpu_hours,
+                "peak_memory_gb": status.peak_memory_gb}
 
     def logs(self, job_id: str, tail_bytes: int = 20_000) -> str:
         job = _read(self._dir(job_id) / "job.json") or {}
