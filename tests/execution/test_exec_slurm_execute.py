@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from ccat_assets.execute import execute_partition
+from ccat_assets.execute import execute_partition, job_name
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import ExecutedReductionStep, PhysicalCopy, PhysicalCopyStatus, RunStatus
 from ccat_assets.opsdb.session import session_scope
@@ -50,9 +50,9 @@ def test_execute_partition_on_slurm_with_hostile_values_and_no_leaked_secrets(
     apply_and_ingest(tmp_path, spec, [("scan-001", source, "CO43")])
 
     key_text = Path(slurm_target.key_path).read_text()
-    settings = SimpleNamespace(**{**get_settings().model_dump(), "slurm_key_path": None},
-                               slurm_private_key=SecretStr(key_text),
-                               slurm_key_passphrase=SecretStr(PASSPHRASE))
+    settings = SimpleNamespace(**{**get_settings().model_dump(), "slurm_key_path": None,
+                                  "slurm_private_key": SecretStr(key_text),
+                                  "slurm_key_passphrase": SecretStr(PASSPHRASE)})
     backend = SlurmBackend.from_settings(settings)  # the key comes from a secret, not a file
     log_lines: list[str] = []
     services = make_services(backend, HostRuntime(), make_stager, log=log_lines.append)
@@ -77,7 +77,8 @@ def test_execute_partition_on_slurm_with_hostile_values_and_no_leaked_secrets(
     science = run_dir / "workspace/calibrate/science/out-0000.txt"
     assert science.read_text().endswith(f" {tag}\n")
     assert not pwned.exists()
-    script = (run_dir / "logs" / f".ccat-chai_test-calibrate-{outcome.run_id}.sbatch")
+    name = job_name("chai_test", "calibrate", outcome.run_id, outcome.run_dir)
+    script = run_dir / "logs" / f".{name}.sbatch"
     assert "'HOSTILE_ENV=$(touch" in script.read_text()
     with session_scope() as s:
         run = s.get(ExecutedReductionStep, outcome.run_id)
