@@ -12,8 +12,10 @@ from ccat_assets.catalog import PipelineDef, load_catalog
 from ccat_assets.factory import build_pipeline_definitions, build_raw_data_asset
 from ccat_assets.opsdb.migrate import require_current
 from ccat_assets.opsdb.session import get_engine, session_scope
+from ccat_assets.settings import get_settings
 from resources.execution import ExecutionResource
 from resources.opsdb import OpsDBResource
+from sensors import build_automation
 
 
 def build_definitions(catalog: list[PipelineDef]) -> dg.Definitions:
@@ -27,6 +29,7 @@ def build_definitions(catalog: list[PipelineDef]) -> dg.Definitions:
             executor=dg.in_process_executor,
         ),
         *[build_pipeline_definitions(p) for p in catalog],
+        build_automation(catalog, get_settings()),
     )
 
 

@@ -8,6 +8,7 @@ import click
 import sqlalchemy as sa
 
 from ccat_assets.apply import apply_spec_set, known_objects
+from ccat_assets.catalog import load_catalog
 from ccat_assets.cli.common import echo_json, fail_with_problems, opsdb_session
 from ccat_assets.cli.reload import reload_code_location
 from ccat_assets.ingest import ingest as ingest_manifests
@@ -15,6 +16,7 @@ from ccat_assets.ingest import read_manifests
 from ccat_assets.opsdb import Pipeline
 from ccat_assets.spec import validate_spec_files
 from ccat_assets.specfile import SpecError
+from sensors.pools import set_pool_limits
 
 FILES = click.argument("files", nargs=-1, required=True,
                        type=click.Path(path_type=Path, dir_okay=False))
@@ -59,6 +61,8 @@ def apply(files: tuple[Path, ...], reload: bool) -> None:
         return
     if reload:
         click.echo(reload_code_location())
+    with opsdb_session() as session:
+        click.echo(set_pool_limits(load_catalog(session)))
 
 
 @click.command()

@@ -1,0 +1,34 @@
+"""Dagster automation of the pipelines: gap sensors (CONTINUOUS), gap schedules (CRON), the
+run-status sensors that keep the ops-db true to Dagster, and pool limits.
+
+MANUAL pipelines get nothing automatic: their partitions are materialized or backfilled by
+hand (``ccat-wm partitions sync`` registers the keys first).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ccat_assets.catalog import PipelineDef
+from ccat_assets.gapstate.load import serves_location
+from ccat_assets.opsdb import TriggerType
+from ccat_assets.settings import Settings
+from sensors.gap_sensor import build_gap_sensor
+from sensors.run_status import RUN_STATUS_SENSORS
+from sensors.schedules import build_gap_schedules
+from sensors.workspace_janitor import build_workspace_janitor_sensor
+
+
+def build_automation(catalog: list[PipelineDef], settings: Settings) -> dg.Definitions:
+    """Sensors and schedules for every pipeline of ``catalog``."""
+    sensors: list[dg.SensorDefinition] = [*RUN_STATUS_SENSORS, build_workspace_janitor_sensor()]
+    schedules: list[dg.ScheduleDefinition] = []
+    for pipeline in catalog:
+        served = serves_location(settings.processing_location_id,
+                                 pipeline.processing_location_id, pipeline.processing_location)
+        if pipeline.trigger_type == TriggerType.CONTINUOUS:
+            sensors.append(build_gap_sensor(
+                pipeline, served=served, interval_seconds=settings.sensor_interval_seconds))
+        elif pipeline.trigger_type == TriggerType.CRON and pipeline.cron:
+            schedules += build_gap_schedules(pipeline, served=served)
+    return dg.Definitions(sensors=sensors, schedules=schedules)

@@ -1,0 +1,45 @@
+"""The gap sensor of a CONTINUOUS pipeline: follows raw data arrivals and launches gaps."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ccat_assets.catalog import PipelineDef
+from ccat_assets.factory import step_key
+from ccat_assets.opsdb.types import utcnow
+from ccat_assets.settings import get_settings
+from sensors.arrivals import Cursor
+from sensors.tick import plan_tick
+
+
+def gap_sensor_name(pipeline: str) -> str:
+    return f"{pipeline}__gap_sensor"
+
+
+def build_gap_sensor(pipeline: PipelineDef, *, served: bool,
+                     interval_seconds: int) -> dg.SensorDefinition:
+    """Running by default when the pipeline is enabled and served by this instance."""
+    running = pipeline.enabled and served
+
+    @dg.sensor(
+        name=gap_sensor_name(pipeline.name),
+        minimum_interval_seconds=interval_seconds,
+        default_status=(dg.DefaultSensorStatus.RUNNING if running
+                        else dg.DefaultSensorStatus.STOPPED),
+        asset_selection=dg.AssetSelection.assets(*[step_key(pipeline.name, s.name)
+                                          for s in pipeline.steps]),
+        description=(
+            f"Finds the gaps of pipeline {pipeline.name} (missing or outdated step results "
+            "per sub-group) and launches them; registers new sub-groups as partitions and "
+            f"observes the raw data of grouping {pipeline.grouping}."),
+        tags={"ccat/pipeline": pipeline.name},
+    )
+    def _gap_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        tick = plan_tick(context.instance, pipeline, cursor=Cursor.parse(context.cursor),
+                         now=utcnow(), settings=get_settings())
+        for request in tick.run_requests:
+            context.log.info(f"launch {request.tags['ccat/step']}/{request.tags['ccat/sub_group']}"
+                             f" ({request.tags['ccat/reason']})")
+        return tick.sensor_result()
+
+    return _gap_sensor

@@ -1,0 +1,55 @@
+"""``max_concurrent_runs`` of a step as a Dagster concurrency pool limit.
+
+Each step with a limit has the pool ``StepDef.pool`` (the factory puts its asset in it); the
+limit itself lives on the instance. Gap sensors call :func:`ensure_pools` on their first tick
+and whenever the limits change; ``ccat-wm apply`` can call it right after writing specs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import dagster as dg
+
+from ccat_assets.catalog import PipelineDef
+from ccat_assets.hashing import content_hash
+
+
+def pool_limits(pipelines: Iterable[PipelineDef]) -> dict[str, int]:
+    """Pool name -> limit for every step that has ``max_concurrent_runs``."""
+    return {step.pool: step.max_concurrent_runs for p in pipelines for step in p.steps
+            if step.max_concurrent_runs}
+
+
+def limits_token(pipelines: Iterable[PipelineDef]) -> str:
+    """A short hash of the limits, so a sensor rewrites them only when they changed."""
+    return content_hash(sorted(pool_limits(pipelines).items()))[7:23]
+
+
+def ensure_pools(instance: dg.DagsterInstance, pipelines: Iterable[PipelineDef]) -> dict[str, int]:
+    """Set every step pool's limit on ``instance``; returns the limits that were changed.
+
+    Storage that cannot hold pool limits (an old SQLite instance without the table) is left
+    alone: runs then simply are not limited, which the returned empty dict makes visible.
+    """
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return {}
+    changed = {}
+    for pool, limit in pool_limits(pipelines).items():
+        if storage.get_concurrency_info(pool).slot_count != limit:
+            storage.set_concurrency_slots(pool, limit)
+            changed[pool] = limit
+    return changed
+
+
+def set_pool_limits(pipelines: Iterable[PipelineDef]) -> str:
+    """For ``ccat-wm apply``: set the limits on the DAGSTER_HOME instance; say what happened."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return "DAGSTER_HOME is not set: the gap sensors set the pool limits on their next tick"
+    with dg.DagsterInstance.get() as instance:
+        changed = ensure_pools(instance, pipelines)
+    if not changed:
+        return "pool limits unchanged"
+    return "pool limits set: " + ", ".join(f"{pool}={n}" for pool, n in sorted(changed.items()))

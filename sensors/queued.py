@@ -1,0 +1,41 @@
+"""Runs Dagster has accepted but that may not have written their ExecutedReductionStep yet.
+
+A run requested on the last tick can still sit in the queue: the ops-db knows nothing of it,
+so gap evaluation counts these (step, sub-group) pairs as in flight too. Manual
+materializations and backfill runs are found by their asset selection and partition.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ccat_assets.catalog import PipelineDef
+from ccat_assets.grouping import ALL_KEY
+
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
+]
+PARTITION_TAG = "dagster/partition"
+
+
+def active_pairs(instance: dg.DagsterInstance, pipeline: PipelineDef) -> set[tuple[str, str]]:
+    """(step, sub-group key) of every queued or running Dagster run of ``pipeline``."""
+    steps = {("ccat", pipeline.name, s.name): s for s in pipeline.steps}
+    pairs: set[tuple[str, str]] = set()
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES)):
+        partition = run.tags.get(PARTITION_TAG)
+        if run.asset_selection is not None:
+            selected = [steps[key] for key in (tuple(k.path) for k in run.asset_selection)
+                        if key in steps]
+        elif run.tags.get("ccat/pipeline") == pipeline.name:
+            selected = list(steps.values())  # a whole per-grain job (backfill)
+        else:
+            continue
+        for step in selected:
+            # A run is either of one partition (partitioned steps) or of none ("all").
+            if step.partitioned and partition:
+                pairs.add((step.name, partition))
+            elif not step.partitioned and not partition:
+                pairs.add((step.name, ALL_KEY))
+    return pairs

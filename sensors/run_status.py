@@ -1,0 +1,83 @@
+"""Keep the ops-db true to Dagster when a run ends without its asset code saying so.
+
+A run canceled from the UI, or a run worker that died, leaves its ExecutedReductionStep in
+flight, which would block its (step, sub-group) for ever. These sensors move such rows to
+FAILED or CANCELLED (through the lifecycle), with the reason, and cancel the HPC job. A failed
+run Dagster will retry is left alone: the retry re-attaches to the still-running job.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import sqlalchemy as sa
+
+from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
+from ccat_assets.opsdb.lifecycle import transition
+from ccat_assets.opsdb.session import session_scope
+from ccat_assets.settings import get_settings
+from resources.hpc import make_backend
+
+WILL_RETRY_TAG = "dagster/will_retry"
+
+
+def settle_runs(dagster_run_id: str, status: RunStatus, reason: str) -> list[int]:
+    """Mark the in-flight rows of a Dagster run ``status``; cancel their HPC jobs.
+
+    Returns the ids of the rows changed. Rows already terminal are left as they are: the
+    asset code recorded the real outcome.
+    """
+    settings = get_settings()
+    changed: list[tuple[int, str | None]] = []
+    with session_scope(settings.database_url) as session:
+        rows = session.scalars(
+            sa.select(ExecutedReductionStep)
+            .where(ExecutedReductionStep.dagster_run_id == dagster_run_id)
+            .with_for_update())
+        for row in rows:
+            if RunStatus(row.status).is_terminal:
+                continue
+            transition(row, status, reason=reason)
+            changed.append((row.id, row.hpc_job_id))
+    jobs = [job for _, job in changed if job]
+    if jobs:
+        backend = make_backend(settings)
+        for job in jobs:
+            backend.cancel(job)
+    return [run_id for run_id, _ in changed]
+
+
+def _failure_reason(context: dg.RunFailureSensorContext) -> str:
+    message = context.failure_event.message or "the Dagster run failed"
+    return f"Dagster run {context.dagster_run.run_id} failed: {message}"[:2000]
+
+
+@dg.run_failure_sensor(
+    name="ccat_run_failure_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks the ops-db runs of a failed Dagster run FAILED and cancels their jobs.",
+)
+def ccat_run_failure_sensor(context: dg.RunFailureSensorContext) -> None:
+    run = context.dagster_run
+    if run.tags.get(WILL_RETRY_TAG) == "true":
+        context.log.info(f"run {run.run_id} will be retried; its job is left running")
+        return
+    changed = settle_runs(run.run_id, RunStatus.FAILED, _failure_reason(context))
+    if changed:
+        context.log.info(f"run {run.run_id}: ops-db runs {changed} marked FAILED")
+
+
+@dg.run_status_sensor(
+    name="ccat_run_canceled_sensor",
+    run_status=dg.DagsterRunStatus.CANCELED,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks the ops-db runs of a canceled Dagster run CANCELLED and cancels their jobs.",
+)
+def ccat_run_canceled_sensor(context: dg.RunStatusSensorContext) -> None:
+    run = context.dagster_run
+    changed = settle_runs(run.run_id, RunStatus.CANCELLED,
+                          f"Dagster run {run.run_id} was canceled")
+    if changed:
+        context.log.info(f"run {run.run_id}: ops-db runs {changed} marked CANCELLED")
+
+
+RUN_STATUS_SENSORS = [ccat_run_failure_sensor, ccat_run_canceled_sensor]
