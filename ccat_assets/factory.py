@@ -13,6 +13,7 @@ import re
 import dagster as dg
 
 from ccat_assets.catalog import PipelineDef, StepDef
+from ccat_assets.checks import build_step_checks
 from ccat_assets.execute import RunFailed, RunOutcome, execute_partition
 from resources.execution import ExecutionResource
 
@@ -168,4 +169,6 @@ def build_pipeline_jobs(pipeline: PipelineDef) -> list:
 
 def build_pipeline_definitions(pipeline: PipelineDef) -> dg.Definitions:
     assets = [build_step_asset(pipeline, step) for step in pipeline.steps]
-    return dg.Definitions(assets=assets, jobs=build_pipeline_jobs(pipeline))
+    checks = [build_step_checks(step_key(pipeline.name, s.name), s, partitions_def_for(s))
+              for s in pipeline.steps]
+    return dg.Definitions(assets=assets, asset_checks=checks, jobs=build_pipeline_jobs(pipeline))

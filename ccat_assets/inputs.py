@@ -30,6 +30,7 @@ from ccat_assets.opsdb import (
     RunStatus,
     VersionPolicy,
 )
+from ccat_assets.storage_lifecycle import freed_products
 
 
 class PlanError(RuntimeError):
@@ -132,14 +133,16 @@ def upstream_products(
             for run in rows:
                 latest.setdefault(run.sub_group_key, run)
         missing += [f"{upstream.name}:{key}" for key in keys if key not in latest]
+        wanted = {key: [p for p in run.products if p.data_product_type != DataProductType.LOG]
+                  for key, run in latest.items()}
+        freed = freed_products(session, [p.id for ps in wanted.values() for p in ps])
         for key in keys:
-            run = latest.get(key)
-            if run is None:
+            if key not in wanted:
                 continue
-            for product in run.products:
-                if product.data_product_type == DataProductType.LOG:
-                    continue
-                products.append(_upstream(product, upstream.name, run))
+            if any(p.id in freed for p in wanted[key]):
+                missing.append(f"{upstream.name}:{key} (intermediates freed: recompute)")
+                continue
+            products += [_upstream(p, upstream.name, latest[key]) for p in wanted[key]]
     return products, missing
 
 

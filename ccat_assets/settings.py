@@ -90,6 +90,21 @@ class Settings(BaseSettings):
         description="A gap sensor reloads its pipeline's whole state at least this often, "
                     "even when the cheap change check saw nothing (0: every tick).",
     )
+    workspace_gc_min_free_gb: float = Field(
+        default=10.0, ge=0,
+        description="The workspace janitor frees intermediates when the filesystem of "
+                    "PIPELINE_BASE_DIR has less free space than this (GB, 10^9 bytes).",
+    )
+    workspace_gc_min_free_percent: float = Field(
+        default=5.0, ge=0, le=100,
+        description="... or less free space than this percentage of its size.",
+    )
+    workspace_gc_interval_seconds: int = Field(
+        default=300, ge=10, description="How often the workspace janitor sensor runs.")
+    workspace_gc_max_deletions: int = Field(
+        default=2000, ge=1, description="Intermediate copies deleted per janitor pass at most.")
+    workspace_janitor_running: bool = Field(
+        default=True, description="Whether the workspace janitor sensor starts running.")
 
     @field_validator("home", mode="after")
     @classmethod

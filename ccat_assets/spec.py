@@ -12,10 +12,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_serializer,
+)
 
 from ccat_assets.grouping import validate_filter_rules, validate_group_by
 from ccat_assets.opsdb.enums import LocationType, StorageType, TriggerType, VersionPolicy
@@ -61,6 +68,17 @@ class ResourceSpec(_Spec):
 class ThresholdSpec(_Spec):
     min: float | None = None
     max: float | None = None
+    #: A violated threshold is a WARN check unless it says ``error``.
+    severity: Literal["warn", "error"] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_default_severity(self, handler: Any) -> dict[str, Any]:
+        # Configs without a severity keep the hash they had before the field existed, so
+        # adding it reprocesses nothing.
+        data = handler(self)
+        if data.get("severity") is None:
+            data.pop("severity", None)
+        return data
 
 
 class StepConfigSpec(_Spec):

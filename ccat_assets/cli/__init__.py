@@ -8,9 +8,12 @@ from __future__ import annotations
 import click
 
 from ccat_assets.cli.db import db
+from ccat_assets.cli.gaps import gaps
 from ccat_assets.cli.grouping import grouping
 from ccat_assets.cli.partitions import partitions
+from ccat_assets.cli.products import lineage, products, runs
 from ccat_assets.cli.specs import apply, ingest, pipelines, validate
+from ccat_assets.cli.workspace import workspace
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +21,9 @@ def cli() -> None:
     """CCAT Workflow Manager: declarative reduction pipelines on Dagster."""
 
 
-for command in (db, validate, apply, ingest, pipelines, grouping, partitions):
+for command in (db, validate, apply, ingest, pipelines, grouping, partitions, gaps):
+    cli.add_command(command)
+for command in (products, runs, lineage, workspace):
     cli.add_command(command)
 
 

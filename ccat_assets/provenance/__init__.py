@@ -1,0 +1,32 @@
+"""Provenance: lineage queries over the ops-db, listings, and the lineage tree.
+
+``ancestry`` answers the two frequent questions in one indexed query each; ``graph`` loads the
+full provenance of a product for the tree, its JSON and the W3C PROV export
+(:mod:`ccat_assets.prov_export`); ``verify`` holds the product checks the Dagster asset
+checks run; ``listing`` serves ``ccat-wm products`` and ``ccat-wm runs``.
+"""
+
+from ccat_assets.provenance.ancestry import (
+    Affected,
+    UnknownPackage,
+    products_using,
+    raw_ancestry,
+    resolve_package,
+)
+from ccat_assets.provenance.graph import LineageGraph, UnknownProduct, load_lineage
+from ccat_assets.provenance.listing import list_products, list_runs
+from ccat_assets.provenance.tree import render_tree
+
+__all__ = [
+    "Affected",
+    "LineageGraph",
+    "UnknownPackage",
+    "UnknownProduct",
+    "list_products",
+    "list_runs",
+    "load_lineage",
+    "products_using",
+    "raw_ancestry",
+    "render_tree",
+    "resolve_package",
+]
