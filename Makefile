@@ -35,8 +35,11 @@ ui: $(STAMP)
 	CCAT_WORKFLOW_MANAGER_HOME=$(DEMO_HOME) \
 	$(BIN)/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# Benchmarks print JSON; PostgreSQL ones use CCAT_TEST_DATABASE_URL (default: local server).
 bench: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.report
+	mkdir -p bench/results
+	for b in grouping gap_sensor collect; do \
+	  PYTHONPATH=$(CURDIR) $(BIN)/python bench/$$b.py > bench/results/$$b.json || exit 1; done
 
 clean:
 	rm -rf var .pytest_cache
