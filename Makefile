@@ -35,7 +35,8 @@ ui: $(STAMP)
 	CCAT_WORKFLOW_MANAGER_HOME=$(DEMO_HOME) \
 	$(BIN)/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
 
-# Benchmarks print JSON; PostgreSQL ones use CCAT_TEST_DATABASE_URL (default: local server).
+# Benchmarks print JSON; PostgreSQL ones use CCAT_TEST_DATABASE_URL (default: the local server).
+bench: export CCAT_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 bench: $(STAMP)
 	mkdir -p bench/results
 	for b in grouping gap_sensor collect; do \

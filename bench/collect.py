@@ -26,22 +26,20 @@ import json
 import os
 import platform
 import shutil
-import sqlite3
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from bench.scratch_db import scratch_database
 from ccat_assets.collect import HASH_THREADS, checksums, collect_run
 from ccat_assets.contract import RunLayout
 from ccat_assets.opsdb import (
@@ -63,8 +61,6 @@ from ccat_assets.opsdb import (
     run_input_data_product,
     run_input_raw_data_package,
 )
-from ccat_assets.opsdb.migrate import upgrade
-from ccat_assets.opsdb.session import create_engine, normalize_url
 from ccat_assets.provenance import load_lineage, products_using
 from ccat_assets.provenance.ancestry import descendants_query, raw_ancestry_query
 
@@ -77,40 +73,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@contextmanager
-def database(kind: str, postgres_url: str | None) -> Iterator[tuple[sa.Engine, str]]:
-    """A migrated, empty ops-db of ``kind`` (PostgreSQL: a private schema), removed after."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            url = f"sqlite:///{Path(folder) / 'bench.db'}"
-            upgrade(url)
-            engine = create_engine(url)
-            try:
-                yield engine, sqlite3.sqlite_version
-            finally:
-                engine.dispose()
-        return
-    if not postgres_url:
-        raise RuntimeError("PostgreSQL: give --postgres-url or set CCAT_TEST_DATABASE_URL")
-    schema = f"bench_collect_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        version = str(connection.execute(sa.text("SHOW server_version")).scalar())
-    engine = None
-    try:
-        url = (sa.make_url(normalize_url(postgres_url))
-               .update_query_dict({"options": f"-csearch_path={schema}"})
-               .render_as_string(hide_password=False))
-        upgrade(url)
-        engine = create_engine(url)
-        yield engine, version
-    finally:
-        if engine is not None:
-            engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+def database(kind: str, postgres_url: str | None):
+    """A migrated, empty ops-db of ``kind``, removed afterwards."""
+    return scratch_database(kind, postgres_url, "bench_collect")
 
 
 def insert(connection: sa.Connection, model: Any, rows: list[dict[str, Any]]) -> None:

@@ -20,20 +20,16 @@ import json
 import os
 import platform
 import random
-import sqlite3
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
+from bench.scratch_db import scratch_database
 from ccat_assets.grouping import resolve_subgroups, subgroup_key
 from ccat_assets.opsdb import (
     ExecutedObsUnit,
@@ -44,8 +40,6 @@ from ccat_assets.opsdb import (
     RawDataPackage,
     Source,
 )
-from ccat_assets.opsdb.migrate import upgrade
-from ccat_assets.opsdb.session import create_engine, normalize_url
 
 UTC = dt.UTC
 PACKAGES_PER_SCAN = 4
@@ -181,40 +175,9 @@ def timed(function: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
     return times, result
 
 
-@contextmanager
-def database(kind: str, postgres_url: str | None) -> Iterator[tuple[sa.Engine, str]]:
+def database(kind: str, postgres_url: str | None):
     """A migrated, empty ops-db of ``kind``, removed afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            url = f"sqlite:///{Path(folder) / 'bench.db'}"
-            upgrade(url)
-            engine = create_engine(url)
-            try:
-                yield engine, sqlite3.sqlite_version
-            finally:
-                engine.dispose()
-        return
-    if not postgres_url:
-        raise RuntimeError("PostgreSQL: give --postgres-url or set CCAT_TEST_DATABASE_URL")
-    schema = f"bench_grouping_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        version = str(connection.execute(sa.text("SHOW server_version")).scalar())
-    engine = None
-    try:
-        url = (sa.make_url(normalize_url(postgres_url))
-               .update_query_dict({"options": f"-csearch_path={schema}"})
-               .render_as_string(hide_password=False))
-        upgrade(url)
-        engine = create_engine(url)
-        yield engine, version
-    finally:
-        if engine is not None:
-            engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    return scratch_database(kind, postgres_url, "bench_grouping")
 
 
 def run_size(kind: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
