@@ -16,12 +16,12 @@ from ccat_assets.opsdb import (
     DataProductType,
     ExecutedReductionStep,
     Pipeline,
-    RawDataPackage,
     ReductionStep,
     RunStatus,
-    data_product_lineage,
 )
 from ccat_assets.opsdb.session import session_scope
+from ccat_assets.provenance.graph import load_lineage
+from ccat_assets.provenance.tree import render_tree
 
 
 def main(pipeline_name: str) -> None:
@@ -56,14 +56,7 @@ def main(pipeline_name: str) -> None:
             run = final.run
             print(f"lineage of {final.name} (product {final.id}, run {run.id}, "
                   f"{run.step.name} {run.sub_group_key}):")
-            packages = s.scalars(
-                sa.select(RawDataPackage).join(
-                    data_product_lineage,
-                    data_product_lineage.c.raw_data_package_id == RawDataPackage.id)
-                .where(data_product_lineage.c.data_product_id == final.id)
-                .order_by(RawDataPackage.name)).all()
-            for p in packages:
-                print(f"  <- raw package {p.name} ({p.checksum[:19]}...)")
+            print(render_tree(load_lineage(s, final.id, with_files=False)))
             png = next((Path(run.run_dir, p.relative_path) for p in run.products
                         if p.data_product_type == DataProductType.PLOT), None)
             print(f"quicklook: {png}")
