@@ -160,7 +160,6 @@ def build_pipeline_jobs(pipeline: PipelineDef) -> list:
         jobs.append(dg.define_asset_job(
             name=f"{pipeline.name}__{grain}",
             selection=dg.AssetSelection.assets(*[step_key(pipeline.name, s.name) for s in steps]),
-            partitions_def=partitions_def_for(steps[0]),
             tags={"ccat/pipeline": pipeline.name, "dagster/priority": str(pipeline.priority)},
             description=f"Steps of {pipeline.name} at grain {steps[0].grain}, for backfills.",
         ))
