@@ -2,7 +2,8 @@
 dagster-daemon, the standing pipeline filling its gaps by itself, a second night reprocessing
 only what it touched), then the Dagster webserver over the same state, queried through
 dagster-graphql's client: the asset graph has the pipeline's assets and their
-materializations per partition."""
+materializations per partition, and a pipeline applied while the webserver runs appears
+after `ccat-wm apply` reloads the code location."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from dagster_graphql import DagsterGraphQLClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +37,22 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _apply_a_new_pipeline(tmp_path: Path, env: dict[str, str], port: int) -> str:
+    """`ccat-wm apply` of a new pipeline while the webserver runs: it asks the webserver to
+    reload the code location, so the new assets appear without a restart."""
+    spec = yaml.safe_load((ROOT / "examples/chai/pipelines.yaml").read_text())
+    adhoc = next(p for p in spec["pipelines"] if p["name"] == "chai_ngc253_adhoc")
+    spec["pipelines"] = [{**adhoc, "name": "chai_reloaded"}]
+    path = tmp_path / "reloaded.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = subprocess.run(
+        [str(BIN / "ccat-wm"), "apply", str(path)], cwd=ROOT, capture_output=True, text=True,
+        env={**env, "CCAT_WORKFLOW_MANAGER_DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{port}"},
+        timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 @pytest.mark.integration
@@ -71,9 +89,16 @@ def test_demo_runs_end_to_end_and_the_webserver_shows_it(tmp_path: Path) -> None
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
                 time.sleep(2)
+        reloaded = _apply_a_new_pipeline(tmp_path, web_env, port)
+        new_nodes = client._execute(  # noqa: SLF001
+            ASSETS_QUERY.replace('"chai_standing"', '"chai_reloaded"'))["assetNodes"]
     finally:
         server.terminate()
         server.wait(timeout=30)
+    assert "reloaded code location 'ccat_assets.definitions'" in reloaded
+    assert {"/".join(n["assetKey"]["path"]) for n in new_nodes} == {
+        "ccat/chai_reloaded/calibrate", "ccat/chai_reloaded/baseline",
+        "ccat/chai_reloaded/grid"}
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert set(nodes) == {"ccat/chai_standing/calibrate", "ccat/chai_standing/baseline",
                           "ccat/chai_standing/grid"}
