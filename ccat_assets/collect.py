@@ -112,6 +112,9 @@ def discover(layout: RunLayout, is_final: bool, *, logs_only: bool = False) -> t
                 rel = _rel(path, layout)
                 if name.endswith(SIDECAR_SUFFIX) or name.startswith("."):
                     continue
+                if not _utf8(rel):
+                    warnings.append(f"{ascii(rel)}: file name is not valid UTF-8, not a product")
+                    continue
                 if path.is_symlink() and not _inside(path, root):
                     warnings.append(f"{rel}: symlink pointing outside the run directory, rejected")
                     continue
@@ -134,6 +137,15 @@ def discover(layout: RunLayout, is_final: bool, *, logs_only: bool = False) -> t
             _warn_unused_outputs(layout, warnings)
     walk(layout.logs_dir, lambda p: DataProductType.LOG)
     return found, warnings
+
+
+def _utf8(text: str) -> bool:
+    """Whether a path can be stored as text (undecodable bytes arrive as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _rel(path: Path, layout: RunLayout) -> str:
@@ -167,16 +179,44 @@ def read_sidecar(path: Path) -> Sidecar:
         metrics = data.get("quality_metrics", {})
         if not isinstance(metadata, dict) or not isinstance(metrics, dict):
             raise ValueError("'metadata' and 'quality_metrics' must be objects")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        return Sidecar(warning=f"malformed sidecar {sidecar.name}: {exc}")
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        return Sidecar(warning=f"malformed sidecar {sidecar.name}: {_short(exc)}")
     # Thresholds compare numbers: anything else is dropped, the rest of the sidecar kept.
     bad = sorted(k for k, v in metrics.items() if not _is_metric(v))
+    metrics = {k: v for k, v in metrics.items() if k not in bad}
+    problem = _unstorable(metadata) or _unstorable(metrics)
+    if problem:
+        return Sidecar(warning=f"malformed sidecar {sidecar.name}: {problem}")
     if bad:
-        return Sidecar(metadata=metadata,
-                       quality_metrics={k: v for k, v in metrics.items() if k not in bad},
-                       warning=f"sidecar {sidecar.name}: quality metrics {bad} are not "
-                               "finite numbers, ignored")
+        return Sidecar(metadata=metadata, quality_metrics=metrics,
+                       warning=f"sidecar {sidecar.name}: quality metrics "
+                               f"{_short(repr(bad))} are not finite numbers, ignored")
     return Sidecar(metadata=metadata, quality_metrics=metrics)
+
+
+def _short(text: object, limit: int = 300) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why ``value`` cannot be stored as JSON by every ops-db (PostgreSQL's JSONB refuses
+    NaN and infinities, NUL characters and lone surrogates), or None."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except ValueError as exc:  # UnicodeEncodeError included
+        return f"not storable as JSON ({_short(exc, 120)})"
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            return "holds a NUL character, which the ops-db cannot store"
+    return None
 
 
 def _reject_constant(name: str) -> float:
@@ -184,8 +224,12 @@ def _reject_constant(name: str) -> float:
 
 
 def _is_metric(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def product_format(path: Path) -> str | None:

@@ -55,6 +55,9 @@ class PollPolicy:
     min_s: float = 1.0
     max_s: float = 60.0
     factor: float = 1.5
+    #: How long status polls may keep failing (SSH or API down) before the run gives up
+    #: waiting; the job itself keeps running and a retried run re-attaches to it.
+    error_grace_s: float = 900.0
 
 
 @dataclass
@@ -266,11 +269,28 @@ def _link_products(inputs: RunInputs, layout: RunLayout) -> dict[int, Path]:
     return linked
 
 
+#: Errors of a status poll that retrying cannot cure (a bad job id, a bug): raised at once.
+_NOT_TRANSIENT = (ValueError, TypeError, KeyError, AttributeError, NotImplementedError)
+
+
 def _wait(services: ExecutionServices, run_id: int, job_id: str) -> JobStatus:
     delay = services.poll.min_s
     seen_running = False
+    failing_for = 0.0
     while True:
-        status = services.backend.status([job_id])[job_id]
+        try:
+            status = services.backend.status([job_id])[job_id]
+        except _NOT_TRANSIENT:
+            raise
+        except Exception as exc:  # a lost connection must not abandon a running job
+            if failing_for >= services.poll.error_grace_s:
+                raise
+            services.log(f"run {run_id}: polling job {job_id} failed ({exc}); retrying")
+            services.sleep(delay)
+            failing_for += delay
+            delay = min(services.poll.max_s, delay * services.poll.factor)
+            continue
+        failing_for = 0.0
         if status.state == "running" and not seen_running:
             seen_running = True
             with services.sessions.begin() as session:
@@ -299,6 +319,9 @@ def _finish(
             transition(run, RunStatus.COLLECTING_RESULTS)
     if not succeeded:
         reason = job.reason or f"job ended {job.state}"
+        if job.state == "cancelled":  # our own cancellations settle the row before this
+            reason = (f"{services.backend.name} job {job.job_id} was cancelled outside the "
+                      f"run ({reason})")
         _collect_logs(services, run_id, layout)
         status = RunStatus.CANCELLED if job.state == "cancelled" else RunStatus.FAILED
         _fail(services, run_id, reason, status)
@@ -312,7 +335,7 @@ def _finish(
             if RunStatus(run.status) != RunStatus.COMPLETED:
                 transition(run, RunStatus.COMPLETED)
             outcome = _outcome(run, result.products, warnings, reattached, job)
-    except CollectionError as exc:
+    except (CollectionError, OSError) as exc:  # OSError: an output unreadable while hashed
         _collect_logs(services, run_id, layout)
         _fail(services, run_id, f"collection failed: {exc}")
         raise RunFailed(run_id, RunStatus.FAILED, f"collection failed: {exc}") from exc
