@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,50 @@ def job_name(pipeline: str, step: str, run_id: int, run_dir: str | Path) -> str:
     return f"ccat-{pipeline}-{step}-{run_id}-{token}"
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A (step, sub-group) run claimed in the ops-db: new, or re-attached to one in flight."""
+
+    run_id: int
+    job_id: str | None
+    status: RunStatus
+    reattached: bool
+    layout: RunLayout
+    fingerprint: str
+
+
+def claim_run(
+    services: ExecutionServices, *, pipeline_name: str, step_name: str, sub_group_key: str,
+    dagster_run_id: str | None, trigger_reason: str | None = None,
+    skip_completed: bool = False,
+) -> Claimed | None:
+    """Plan the inputs of a (step, sub-group) and claim its run row (one transaction).
+
+    With ``skip_completed`` a pair that already has a COMPLETED run for these exact inputs
+    is not claimed (None): a batch runs gaps only, so a retried batch reruns just the members
+    that did not complete.
+    """
+    with services.sessions.begin() as session:
+        inputs = plan_inputs(session, pipeline_name, step_name, sub_group_key, services.base_dir)
+        if inputs.upstream_missing:
+            shown = ", ".join(inputs.upstream_missing[:5])
+            raise RuntimeError(
+                f"{step_name}/{sub_group_key}: upstream not complete for "
+                f"{len(inputs.upstream_missing)} sub-group(s): {shown}"
+            )
+        if skip_completed and _completed_with(session, inputs) is not None:
+            services.log(f"{step_name}/{sub_group_key}: already COMPLETED for fingerprint "
+                         f"{inputs.fingerprint[:19]}; not run again")
+            return None
+        run, reattached = _claim(session, inputs, services, dagster_run_id, trigger_reason)
+        claimed = Claimed(run.id, run.hpc_job_id, RunStatus(run.status), reattached,
+                          layout_for(services.base_dir, inputs, run.id), inputs.fingerprint)
+    services.log(
+        f"run {claimed.run_id}: {'re-attached to' if reattached else 'claimed'} {step_name}/"
+        f"{sub_group_key} (fingerprint {inputs.fingerprint[:19]}, status {claimed.status.value})")
+    return claimed
+
+
 def execute_partition(
     services: ExecutionServices,
     *,
@@ -108,25 +152,33 @@ def execute_partition(
     trigger_reason: str | None = None,
 ) -> RunOutcome:
     """Run one (step, sub-group) to a terminal status and return what it produced."""
-    log = services.log
-    with services.sessions.begin() as session:
-        inputs = plan_inputs(session, pipeline_name, step_name, sub_group_key, services.base_dir)
-        if inputs.upstream_missing:
-            shown = ", ".join(inputs.upstream_missing[:5])
-            raise RuntimeError(
-                f"{step_name}/{sub_group_key}: upstream not complete for "
-                f"{len(inputs.upstream_missing)} sub-group(s): {shown}"
-            )
-        run, reattached = _claim(session, inputs, services, dagster_run_id, trigger_reason)
-        run_id, job_id, status = run.id, run.hpc_job_id, RunStatus(run.status)
-        layout = layout_for(services.base_dir, inputs, run_id)
-    log(f"run {run_id}: {'re-attached to' if reattached else 'claimed'} {step_name}/"
-        f"{sub_group_key} (fingerprint {inputs.fingerprint[:19]}, status {status.value})")
-
+    claimed = claim_run(services, pipeline_name=pipeline_name, step_name=step_name,
+                        sub_group_key=sub_group_key, dagster_run_id=dagster_run_id,
+                        trigger_reason=trigger_reason)
+    assert claimed is not None  # only skip_completed=True returns None
+    job_id = claimed.job_id
     if job_id is None:
-        job_id = _stage_and_submit(services, run_id, layout, dagster_run_id)
-    final = _wait(services, run_id, job_id)
-    return _finish(services, run_id, layout, final, reattached)
+        spec = stage_run(services, claimed.run_id, claimed.layout, dagster_run_id)
+        try:
+            job_id = services.backend.submit(spec)
+        except Exception as exc:
+            fail_run(services, claimed.run_id, f"submission failed: {exc}")
+            raise RunFailed(claimed.run_id, RunStatus.FAILED,
+                            f"submission failed: {exc}") from exc
+        record_submission(services, {claimed.run_id: job_id})
+    final = _wait(services, claimed.run_id, job_id)
+    return finish_run(services, claimed.run_id, claimed.layout, final, claimed.reattached)
+
+
+def _completed_with(session: Session, inputs: RunInputs) -> int | None:
+    """The id of a COMPLETED run of the pair for exactly these inputs, if there is one."""
+    return session.scalar(
+        sa.select(ExecutedReductionStep.id)
+        .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
+               ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
+               ExecutedReductionStep.input_fingerprint == inputs.fingerprint,
+               ExecutedReductionStep.status == RunStatus.COMPLETED)
+        .limit(1))
 
 
 def _claim(
@@ -188,7 +240,7 @@ def _claim(
     return run, False
 
 
-def _fail(services: ExecutionServices, run_id: int, reason: str,
+def fail_run(services: ExecutionServices, run_id: int, reason: str,
           status: RunStatus = RunStatus.FAILED) -> None:
     with services.sessions.begin() as session:
         run = session.get(ExecutedReductionStep, run_id, with_for_update=True)
@@ -196,9 +248,11 @@ def _fail(services: ExecutionServices, run_id: int, reason: str,
             transition(run, status, reason=reason)
 
 
-def _stage_and_submit(
+def stage_run(
     services: ExecutionServices, run_id: int, layout: RunLayout, dagster_run_id: str | None
-) -> str:
+) -> JobSpec:
+    """Stage the inputs, write the manifest and build the job (STAGING_DATA); on any error
+    the run is FAILED with the reason and :class:`RunFailed` raised."""
     try:
         with services.sessions.begin() as session:
             run = session.get(ExecutedReductionStep, run_id)
@@ -238,19 +292,21 @@ def _stage_and_submit(
                 stderr_path=layout.logs_dir / "stderr.log", resources=resources,
                 image=inputs.version.image_ref)
     except Exception as exc:
-        _fail(services, run_id, f"staging failed: {exc}")
+        fail_run(services, run_id, f"staging failed: {exc}")
         raise RunFailed(run_id, RunStatus.FAILED, f"staging failed: {exc}") from exc
-    try:
-        job_id = services.backend.submit(spec)
-    except Exception as exc:
-        _fail(services, run_id, f"submission failed: {exc}")
-        raise RunFailed(run_id, RunStatus.FAILED, f"submission failed: {exc}") from exc
+    return spec
+
+
+def record_submission(services: ExecutionServices, job_ids: dict[int, str]) -> None:
+    """Record the job id of each submitted run (SUBMITTED), all in one transaction, so a
+    crash leaves either every member of a batch with its job id or none."""
     with services.sessions.begin() as session:
-        run = session.get(ExecutedReductionStep, run_id)
-        run.hpc_job_id = job_id
-        transition(run, RunStatus.SUBMITTED)
-    services.log(f"run {run_id}: submitted {services.backend.name} job {job_id}")
-    return job_id
+        for run_id, job_id in job_ids.items():
+            run = session.get(ExecutedReductionStep, run_id)
+            run.hpc_job_id = job_id
+            transition(run, RunStatus.SUBMITTED)
+    for run_id, job_id in job_ids.items():
+        services.log(f"run {run_id}: submitted {services.backend.name} job {job_id}")
 
 
 def _link_products(inputs: RunInputs, layout: RunLayout) -> dict[int, Path]:
@@ -274,37 +330,65 @@ _NOT_TRANSIENT = (ValueError, TypeError, KeyError, AttributeError, NotImplemente
 
 
 def _wait(services: ExecutionServices, run_id: int, job_id: str) -> JobStatus:
+    return next(wait_jobs(services, {job_id: run_id}))
+
+
+def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int]) -> Iterator[JobStatus]:
+    """Poll the jobs (job id -> run id) together, one status call per poll, and yield each
+    job's final status as it finishes; a run is marked RUNNING when its job is first seen
+    running. Backoff restarts when a job finishes, so the next ones are seen promptly."""
+    waiting = dict(jobs)
     delay = services.poll.min_s
-    seen_running = False
+    seen_running: set[str] = set()
     failing_for = 0.0
-    while True:
+    while waiting:
         try:
-            status = services.backend.status([job_id])[job_id]
+            statuses = services.backend.status(list(waiting))
         except _NOT_TRANSIENT:
             raise
         except Exception as exc:  # a lost connection must not abandon a running job
             if failing_for >= services.poll.error_grace_s:
                 raise
-            services.log(f"run {run_id}: polling job {job_id} failed ({exc}); retrying")
+            services.log(f"polling {_shown(waiting)} failed ({exc}); retrying")
             services.sleep(delay)
             failing_for += delay
             delay = min(services.poll.max_s, delay * services.poll.factor)
             continue
         failing_for = 0.0
-        if status.state == "running" and not seen_running:
-            seen_running = True
-            with services.sessions.begin() as session:
-                run = session.get(ExecutedReductionStep, run_id)
-                if RunStatus(run.status) == RunStatus.SUBMITTED:
-                    transition(run, RunStatus.RUNNING)
-            services.log(f"run {run_id}: job {job_id} is running")
-        if status.finished or status.state == "unknown":
-            return status
+        finished_now = False
+        for job_id, run_id in list(waiting.items()):
+            status = statuses[job_id]
+            if status.state == "running" and job_id not in seen_running:
+                seen_running.add(job_id)
+                _mark_running(services, run_id, job_id)
+            if status.finished or status.state == "unknown":
+                del waiting[job_id]
+                finished_now = True
+                yield status
+        if not waiting:
+            return
+        if finished_now:
+            delay = services.poll.min_s
         services.sleep(delay)
         delay = min(services.poll.max_s, delay * services.poll.factor)
 
 
-def _finish(
+def _mark_running(services: ExecutionServices, run_id: int, job_id: str) -> None:
+    with services.sessions.begin() as session:
+        run = session.get(ExecutedReductionStep, run_id)
+        if RunStatus(run.status) == RunStatus.SUBMITTED:
+            transition(run, RunStatus.RUNNING)
+    services.log(f"run {run_id}: job {job_id} is running")
+
+
+def _shown(jobs: Mapping[str, int]) -> str:
+    ids = list(jobs)
+    if len(ids) == 1:
+        return f"job {ids[0]}"
+    return "jobs " + ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+
+def finish_run(
     services: ExecutionServices, run_id: int, layout: RunLayout, job: JobStatus, reattached: bool
 ) -> RunOutcome:
     succeeded = job.state == "completed"
@@ -324,7 +408,7 @@ def _finish(
                       f"run ({reason})")
         _collect_logs(services, run_id, layout)
         status = RunStatus.CANCELLED if job.state == "cancelled" else RunStatus.FAILED
-        _fail(services, run_id, reason, status)
+        fail_run(services, run_id, reason, status)
         raise RunFailed(run_id, status, reason)
     try:
         with services.sessions.begin() as session:
@@ -337,7 +421,7 @@ def _finish(
             outcome = _outcome(run, result.products, warnings, reattached, job)
     except (CollectionError, OSError) as exc:  # OSError: an output unreadable while hashed
         _collect_logs(services, run_id, layout)
-        _fail(services, run_id, f"collection failed: {exc}")
+        fail_run(services, run_id, f"collection failed: {exc}")
         raise RunFailed(run_id, RunStatus.FAILED, f"collection failed: {exc}") from exc
     services.log(f"run {run_id}: COMPLETED with {len(outcome.products)} products")
     return outcome

@@ -63,6 +63,27 @@ class Backend(Protocol):
     def logs(self, job_id: str) -> str: ...
 
 
+class ArrayBackend(Backend, Protocol):
+    """A backend that runs many jobs of one step as one array job."""
+
+    def submit_array(self, name: str, specs: Sequence[JobSpec],
+                     max_parallel: int | None = None) -> list[str]:
+        """Start ``specs`` as one array job named ``name``, at most ``max_parallel`` at
+        once; return each member's job id, in order. Submitting a name that exists returns
+        the ids of that array: a lost answer never starts a second array."""
+
+
+def submit_array(backend: Backend, name: str, specs: Sequence[JobSpec],
+                 max_parallel: int | None = None) -> list[str]:
+    """One array job where the backend has them, else one job per spec."""
+    if not specs:
+        return []
+    native = getattr(backend, "submit_array", None)
+    if native is not None:
+        return list(native(name, specs, max_parallel))
+    return [backend.submit(spec) for spec in specs]
+
+
 class ContainerRuntime(Protocol):
     name: str
     in_container: bool

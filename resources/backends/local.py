@@ -2,7 +2,9 @@
 
 A job's directory holds its spec, the supervisor's pid, the child's pid and the result, so
 the job survives a crash of the Dagster run worker and a retried run re-attaches to it by its
-deterministic name. Parallelism is bounded by lock-file slots shared by all jobs.
+deterministic name. Parallelism is bounded by lock-file slots shared by all jobs. A batch is
+one job array: one supervisor for all its members, each member with its own directory below
+the array's, so it is polled, cancelled and re-attached to like a single job.
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ from pathlib import Path
 from ccat_assets.jobs import JobSpec, JobStatus
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+#: Separates an array's name from a member's index in a member's job id.
+ARRAY_SEP = "#"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def _read(path: Path) -> dict | None:
@@ -59,30 +71,55 @@ class LocalBackend:
         self.max_parallel = max_parallel
 
     def _dir(self, job_id: str) -> Path:
-        if not job_id or set(job_id) - _NAME_OK or job_id.startswith("."):
+        """A job's directory; a member of an array (``<array>#<i>``) has its own below it."""
+        name, sep, index = job_id.partition(ARRAY_SEP)
+        if (not name or set(name) - _NAME_OK or name.startswith(".")
+                or (sep and not index.isdigit())):
             raise ValueError(f"invalid local job id {job_id!r}")
-        return self.jobs_dir / job_id
+        return self.jobs_dir / name / "tasks" / str(int(index)) if sep else self.jobs_dir / name
 
     def submit(self, spec: JobSpec) -> str:
         job_dir = self._dir(spec.name)
         if (job_dir / "job.json").exists():
             return spec.name
         job_dir.mkdir(parents=True, exist_ok=True)
-        tmp = job_dir / "job.json.tmp"
-        tmp.write_text(json.dumps({
+        _write_json(job_dir / "job.json", self._job_record(spec))
+        self._launch(job_dir)
+        return spec.name
+
+    def submit_array(self, name: str, specs: Sequence[JobSpec],
+                     max_parallel: int | None = None) -> list[str]:
+        """One supervisor runs all ``specs``, at most ``max_parallel`` at once (and never
+        more than the backend's slots allow across all jobs)."""
+        array_dir = self._dir(name)
+        ids = [f"{name}{ARRAY_SEP}{i}" for i in range(len(specs))]
+        if (array_dir / "array.json").exists():
+            return ids
+        for i, spec in enumerate(specs):
+            task_dir = self._dir(ids[i])
+            task_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(task_dir / "job.json", self._job_record(spec))
+        _write_json(array_dir / "array.json", {"size": len(specs), "throttle": max_parallel,
+                                               "submitted": time.time()})
+        self._launch(array_dir)
+        return ids
+
+    def _job_record(self, spec: JobSpec) -> dict:
+        return {
             "argv": spec.argv, "env": spec.env, "workdir": str(spec.workdir),
             "stdout_path": str(spec.stdout_path), "stderr_path": str(spec.stderr_path),
             "resources": spec.resources, "slots_dir": str(self.jobs_dir / ".slots"),
             "max_parallel": self.max_parallel, "submitted": time.time(),
-        }))
-        os.replace(tmp, job_dir / "job.json")
+        }
+
+    @staticmethod
+    def _launch(job_dir: Path) -> None:
         launcher = subprocess.Popen(  # noqa: S603 - fixed argv, the job dir is ours
             [sys.executable, "-m", "resources.backends.local_runner", str(job_dir)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             close_fds=True, cwd=str(job_dir), env=_runner_env(),
         )
         launcher.wait()
-        return spec.name
 
     def find(self, name: str) -> str | None:
         return name if (self._dir(name) / "job.json").exists() else None

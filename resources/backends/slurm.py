@@ -10,6 +10,8 @@ Why it looks like this:
   is followed by the same lookup before any new attempt, so a job is never submitted twice.
 * One poll is one SSH round trip, whatever the number of jobs: ``squeue`` (truth for live
   jobs) and ``sacct`` (truth for finished ones, and the metrics) batched by id.
+* A batch of one step is one job array (``sbatch --array=0-N%M``): one submission, members
+  ``<array>_<i>``, polled together like any jobs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from resources.backends.slurm_accounting import (
     status_from_sacct,
     status_from_squeue,
 )
-from resources.backends.slurm_script import render_script, sbatch_argv, validate_job_name
+from resources.backends.slurm_script import (
+    render_array_script,
+    render_script,
+    sbatch_argv,
+    sbatch_array_argv,
+    validate_job_name,
+)
 from resources.backends.ssh import SSHConnection, SSHError, SSHTarget, shared_connection
 
 log = logging.getLogger("ccat.backends.slurm")
@@ -137,6 +145,79 @@ class SlurmBackend:
             return job_id
         raise SlurmError(f"could not submit job {spec.name}: {last_error}")
 
+    def submit_array(self, name: str, specs: Sequence[JobSpec],
+                     max_parallel: int | None = None) -> list[str]:
+        """One ``sbatch --array`` for all ``specs`` (throttled to ``max_parallel``); member
+        ``i`` is SLURM job ``<array id>_<i>``. Idempotent by name like :meth:`submit`."""
+        if not specs:
+            return []
+        log_dir = (self.remote_jobs_dir
+                   or PurePosixPath(specs[0].stdout_path.parent.as_posix()).as_posix())
+        existing = self.find_array(name, log_dir)
+        if existing is None:
+            existing = self._submit_array(name, specs, max_parallel, str(log_dir))
+        else:
+            log.info("array %s already exists as SLURM job %s; not submitting again",
+                     name, existing)
+        ids = [f"{existing}_{i}" for i in range(len(specs))]
+        for job_id, spec in zip(ids, specs, strict=True):
+            self._log_paths[job_id] = (str(spec.stdout_path), str(spec.stderr_path))
+        return ids
+
+    def _submit_array(self, name: str, specs: Sequence[JobSpec], max_parallel: int | None,
+                      log_dir: str) -> str:
+        script = render_array_script(name, specs)
+        path = str(PurePosixPath(log_dir) / f".{name}.sbatch")
+        argv = sbatch_array_argv(name, specs, path, log_dir, max_parallel=max_parallel,
+                                 partition=self.partition, account=self.account,
+                                 extra=self.extra_sbatch_args)
+        directories = {log_dir} | {p for spec in specs for p in (
+            spec.stdout_path.parent.as_posix(), spec.stderr_path.parent.as_posix(),
+            spec.workdir.as_posix())}
+        for directory in sorted(directories):
+            self.ssh.makedirs(directory)
+        self.ssh.write_file(path, script.encode(), mode=0o700)
+        last_error: Exception | None = None
+        for attempt in range(1, self.submit_attempts + 1):
+            try:
+                result = self.ssh.run(argv, retry=False, timeout_s=60)
+            except SSHError as exc:  # accepted or not? look before trying again
+                last_error = exc
+                found = self.find_array(name, log_dir)
+                if found is not None:
+                    return found
+                log.warning("sbatch of array %s failed (%s); attempt %d of %d", name, exc,
+                            attempt + 1, self.submit_attempts)
+                continue
+            if not result.ok:
+                raise SlurmError(f"sbatch rejected job array {name}: "
+                                 f"{(result.stderr or result.stdout).strip()[-500:]}")
+            job_id = result.stdout.strip().splitlines()[-1].split(";")[0].strip()
+            if not job_id.isdigit():
+                raise SlurmError(f"sbatch answered {result.stdout.strip()!r}, not an array id")
+            return job_id
+        raise SlurmError(f"could not submit job array {name}: {last_error}")
+
+    def find_array(self, name: str, workdir: str) -> str | None:
+        """The id of the newest job array named ``name`` of our user run from ``workdir``."""
+        validate_job_name(name)
+        user = self.ssh.target.user
+        queue, acct = self.ssh.run_batch([
+            ["squeue", "--noheader", "--states=all", f"--user={user}", f"--name={name}",
+             "--format=%F|%Z"],
+            ["sacct", "-X", "-n", "-P", f"--user={user}", f"--name={name}",
+             f"--starttime=now-{self.find_lookback_days}days", "--format=JobID,WorkDir"],
+        ])
+        found = set()
+        for line in (queue.stdout + "\n" + acct.stdout).splitlines():
+            job_id, sep, job_dir = line.strip().partition("|")
+            array_id = job_id.split("_", 1)[0]
+            if sep and array_id.isdigit() and job_dir.rstrip("/") == workdir.rstrip("/"):
+                found.add(int(array_id))
+        if not found and not (queue.ok or acct.ok):
+            raise SlurmError(f"cannot look up job array {name}: {queue.stdout.strip()[-300:]}")
+        return str(max(found)) if found else None
+
     def find(self, name: str, workdir: Path | None = None) -> str | None:
         """The newest job named ``name`` of our user, live (squeue) or finished (sacct);
         with ``workdir``, only a job running in that directory counts."""
@@ -177,7 +258,7 @@ class SlurmBackend:
             return {}
         joined = ",".join(ids)
         queue_out, acct_out = self.ssh.run_batch([
-            ["squeue", "--noheader", "--states=all", f"--jobs={joined}",
+            ["squeue", "--noheader", "--array", "--states=all", f"--jobs={joined}",
              f"--format={SQUEUE_FORMAT}"],
             ["sacct", "-n", "-P", "--noconvert", f"--jobs={joined}",
              f"--format={','.join(SACCT_FIELDS)}"],

@@ -23,7 +23,8 @@ from ccat_assets.jobs import JobSpec
 
 #: Variables SLURM sets for the job that the program (or Apptainer's ``--nv``) needs: kept
 #: when set, absent when not. Fixed text, expanded in the job, never user data.
-SLURM_PASSTHROUGH = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_CPUS_PER_TASK",
+SLURM_PASSTHROUGH = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID",
+                     "SLURM_ARRAY_TASK_ID", "SLURM_CPUS_PER_TASK",
                      "SLURM_MEM_PER_NODE", "SLURM_JOB_PARTITION", "SLURM_JOB_GPUS",
                      "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES")
 _JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]{0,199}")
@@ -56,8 +57,8 @@ def validate_job_name(name: str) -> str:
     return name
 
 
-def render_script(spec: JobSpec) -> str:
-    """The batch script: a comment and one quoted ``exec env -i NAME=value ... argv`` line."""
+def _exec_words(spec: JobSpec) -> list[str]:
+    """``exec env -i NAME=value ... argv``, every value quoted, after validating the spec."""
     validate_job_name(spec.name)
     if not spec.argv:
         raise ScriptError(f"job {spec.name}: argv is empty")
@@ -77,12 +78,42 @@ def render_script(spec: JobSpec) -> str:
         if "\x00" in value:
             raise ScriptError(f"job {spec.name}: environment variable {name} holds a NUL byte")
         words.append(shlex.quote(f"{name}={value}"))
-    words += [shlex.quote(arg) for arg in spec.argv]
+    return words + [shlex.quote(arg) for arg in spec.argv]
+
+
+def render_script(spec: JobSpec) -> str:
+    """The batch script: a comment and one quoted ``exec env -i NAME=value ... argv`` line."""
     return (
         "#!/bin/bash\n"
         f"# CCAT Workflow Manager job {spec.name}; generated, every value shell-quoted.\n"
-        + " \\\n    ".join(words) + "\n"
+        + " \\\n    ".join(_exec_words(spec)) + "\n"
     )
+
+
+def render_array_script(name: str, specs: Sequence[JobSpec]) -> str:
+    """The script of a job array: one ``case`` branch per member, chosen by
+    ``SLURM_ARRAY_TASK_ID``, that enters the member's working directory, sends its output
+    to the member's own log files and execs the member's command like :func:`render_script`.
+    """
+    validate_job_name(name)
+    lines = ["#!/bin/bash",
+             f"# CCAT Workflow Manager job array {name} ({len(specs)} members); generated, "
+             "every value shell-quoted.",
+             'case "${SLURM_ARRAY_TASK_ID:-}" in']
+    for index, spec in enumerate(specs):
+        workdir = _check_text("workdir", str(spec.workdir))
+        stdout = _check_text("stdout_path", str(spec.stdout_path))
+        stderr = _check_text("stderr_path", str(spec.stderr_path))
+        lines += [
+            f"  {index})",
+            f"    cd -- {shlex.quote(workdir)} || exit 111",
+            f"    exec >>{shlex.quote(stdout)} 2>>{shlex.quote(stderr)}",
+            "    " + " \\\n      ".join(_exec_words(spec)),
+            "    ;;",
+        ]
+    lines += ['  *) echo "no member ${SLURM_ARRAY_TASK_ID:-} in this array" >&2; exit 112;;',
+              "esac", ""]
+    return "\n".join(lines)
 
 
 def resource_options(resources: Mapping[str, Any]) -> list[str]:
@@ -115,6 +146,39 @@ def sbatch_argv(spec: JobSpec, script_path: str, *, partition: str = "", account
             f"--error={_check_log_path('stderr_path', str(spec.stderr_path))}",
             f"--chdir={_check_text('workdir', str(spec.workdir))}",
             "--no-requeue", "--open-mode=append"]
+    if partition:
+        argv.append(f"--partition={_check_text('partition', partition)}")
+    if account:
+        argv.append(f"--account={_check_text('account', account)}")
+    argv += [_check_text("extra sbatch option", option) for option in extra]
+    argv.append(_check_text("script path", script_path))
+    return argv
+
+
+def sbatch_array_argv(name: str, specs: Sequence[JobSpec], script_path: str, log_dir: str, *,
+                      max_parallel: int | None = None, partition: str = "", account: str = "",
+                      extra: Sequence[str] = ()) -> list[str]:
+    """``sbatch --parsable --array=0-(N-1)[%max_parallel]`` for the members of one step.
+
+    The members share one resource request (they are one step with one config); each
+    member's program writes to its own log files (see :func:`render_array_script`), the
+    array's own output only catches what the shell says before that.
+    """
+    if not specs:
+        raise ScriptError(f"job array {name}: no members")
+    resources = specs[0].resources
+    for spec in specs[1:]:
+        if spec.resources != resources:
+            raise ScriptError(f"job array {name}: members ask for different resources "
+                              f"({resources} and {spec.resources})")
+    if max_parallel is not None and max_parallel < 1:
+        raise ScriptError(f"job array {name}: max_parallel must be >= 1, got {max_parallel}")
+    throttle = f"%{max_parallel}" if max_parallel else ""
+    log_dir = _check_log_path("log directory", log_dir).rstrip("/")
+    argv = ["sbatch", "--parsable", f"--job-name={validate_job_name(name)}",
+            f"--array=0-{len(specs) - 1}{throttle}", *resource_options(resources),
+            f"--output={log_dir}/.{name}-%a.out", f"--error={log_dir}/.{name}-%a.out",
+            f"--chdir={log_dir}", "--no-requeue", "--open-mode=append"]
     if partition:
         argv.append(f"--partition={_check_text('partition', partition)}")
     if account:

@@ -2,7 +2,8 @@
 
 It reads the manifest, writes one science file per input (raw file or upstream product)
 holding a line count and the input's checksum, a sidecar with a quality metric, and a log.
-Parameters: ``fail`` (exit with that code), ``write_nothing``, ``partial`` (write then fail).
+Parameters: ``fail`` (exit with that code), ``write_nothing``, ``partial`` (write then fail),
+``fail_sub_group`` (exit 3 for that one sub-group only: a failing member of a batch).
 """
 
 import json
@@ -13,6 +14,9 @@ from pathlib import Path
 manifest = json.loads(Path(os.environ["WORKFLOW_MANIFEST"]).read_text())
 out = Path(os.environ["WORKFLOW_OUTPUT_DIR"])
 params = manifest["parameters"]
+if params.get("fail_sub_group") == os.environ["WORKFLOW_SUB_GROUP_KEY"]:
+    print(f"failing sub-group {params['fail_sub_group']} on request", file=sys.stderr)
+    sys.exit(3)
 if params.get("write_nothing"):
     sys.exit(0)
 (out / "science").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,166 @@
+"""A batch: many sub-groups of one step executed by one Dagster run, as one array job.
+
+Why: a Dagster run costs seconds and ~100 MB before the program starts, and one SLURM job per
+scan is what HPC sites ask users not to do. A batch is an execution detail only: each member
+is claimed, staged, collected and failed on its own ExecutedReductionStep, exactly as a
+single run (:mod:`ccat_assets.execute`), so provenance cannot tell the difference. What is
+shared is the submission (one array job: one ``sbatch --array``, one supervisor, one
+Indexed Job) and the polling (one status call per poll for every member).
+
+A member that fails never fails its siblings; a retried batch skips the members that
+completed (``skip_completed``) and re-attaches to the jobs of those still in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+from ccat_assets.execute import (
+    Claimed,
+    ExecutionServices,
+    RunFailed,
+    RunOutcome,
+    claim_run,
+    fail_run,
+    finish_run,
+    record_submission,
+    stage_run,
+    wait_jobs,
+)
+from ccat_assets.jobs import JobSpec, submit_array
+
+
+@dataclass
+class MemberResult:
+    """What became of one sub-group of a batch."""
+
+    key: str
+    run_id: int | None = None
+    outcome: RunOutcome | None = None
+    #: Why the member failed (its run row, if it has one, says the same).
+    error: str | None = None
+    #: The member already had a COMPLETED run for its current inputs.
+    skipped: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+def batch_job_name(pipeline: str, step: str, members: Sequence[Claimed]) -> str:
+    """Deterministic for the same claimed runs, so a retry finds the array it submitted."""
+    token = hashlib.sha256("\n".join(str(m.layout.root) for m in members).encode())
+    return f"ccat-{pipeline}-{step}-b{members[0].run_id}-n{len(members)}-{token.hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class BatchStarted:
+    """The members of a batch that will run (claimed; not already completed)."""
+
+    keys: list[str]
+
+
+def execute_batch(services: ExecutionServices, **kwargs) -> list[MemberResult]:
+    """Run a batch to the end (see :func:`iter_batch`); one result per key, in order."""
+    results = {r.key: r for r in iter_batch(services, **kwargs)
+               if isinstance(r, MemberResult)}
+    return [results[key] for key in dict.fromkeys(kwargs["sub_group_keys"])]
+
+
+def iter_batch(
+    services: ExecutionServices,
+    *,
+    pipeline_name: str,
+    step_name: str,
+    sub_group_keys: Sequence[str],
+    dagster_run_id: str | None,
+    trigger_reason: str | None = None,
+    max_parallel: int | None = None,
+) -> Iterator[BatchStarted | MemberResult]:
+    """Run every sub-group of ``sub_group_keys`` of one step as one array job.
+
+    Yields :class:`BatchStarted` once the members are claimed, then each member's
+    :class:`MemberResult` the moment it is final, so the caller reports it while the others
+    still run.
+    """
+    keys = list(dict.fromkeys(sub_group_keys))
+    results = {key: MemberResult(key) for key in keys}
+    claimed = _claim_all(services, pipeline_name, step_name, keys, results, dagster_run_id,
+                         trigger_reason)
+    yield BatchStarted([key for key in keys if not results[key].skipped])
+    yield from (results[key] for key in keys if results[key].skipped or results[key].failed)
+    specs = _stage(services, claimed, results, dagster_run_id)
+    _submit(services, pipeline_name, step_name, claimed, specs, results, max_parallel)
+    yield from (results[key] for key in claimed if results[key].failed)
+    jobs = {m.job_id: key for key, m in claimed.items()
+            if m.job_id is not None and results[key].error is None}
+    for status in wait_jobs(services, {job_id: claimed[key].run_id
+                                       for job_id, key in jobs.items()}):
+        key = jobs[status.job_id]
+        member = claimed[key]
+        try:
+            results[key].outcome = finish_run(services, member.run_id, member.layout, status,
+                                              member.reattached)
+        except RunFailed as exc:
+            results[key].error = exc.reason
+        yield results[key]
+
+
+def _claim_all(services: ExecutionServices, pipeline_name: str, step_name: str,
+               keys: list[str], results: dict[str, MemberResult],
+               dagster_run_id: str | None, trigger_reason: str | None) -> dict[str, Claimed]:
+    """Claim each member (or note it completed, or why it cannot run)."""
+    claimed: dict[str, Claimed] = {}
+    for key in keys:
+        try:
+            member = claim_run(services, pipeline_name=pipeline_name, step_name=step_name,
+                               sub_group_key=key, dagster_run_id=dagster_run_id,
+                               trigger_reason=trigger_reason, skip_completed=True)
+        except Exception as exc:  # e.g. upstream incomplete: this member only
+            results[key].error = str(exc)
+            continue
+        if member is None:
+            results[key].skipped = True
+        else:
+            claimed[key] = member
+            results[key].run_id = member.run_id
+    return claimed
+
+
+def _stage(services: ExecutionServices, claimed: dict[str, Claimed],
+           results: dict[str, MemberResult], dagster_run_id: str | None) -> dict[str, JobSpec]:
+    """Stage every claimed member not yet submitted; a staging failure fails that member."""
+    specs: dict[str, JobSpec] = {}
+    for key, member in claimed.items():
+        if member.job_id is not None:
+            continue
+        try:
+            specs[key] = stage_run(services, member.run_id, member.layout, dagster_run_id)
+        except RunFailed as exc:
+            results[key].error = exc.reason
+    return specs
+
+
+def _submit(services: ExecutionServices, pipeline: str, step: str,
+            claimed: dict[str, Claimed], specs: dict[str, JobSpec],
+            results: dict[str, MemberResult], max_parallel: int | None) -> None:
+    """One array job for the staged members; record every job id in one transaction."""
+    if not specs:
+        return
+    members = [claimed[key] for key in specs]
+    name = batch_job_name(pipeline, step, members)
+    try:
+        job_ids = submit_array(services.backend, name, list(specs.values()), max_parallel)
+    except Exception as exc:
+        for key, member in zip(specs, members, strict=True):
+            fail_run(services, member.run_id, f"submission failed: {exc}")
+            results[key].error = f"submission failed: {exc}"
+        return
+    record_submission(services, {m.run_id: job_id
+                                 for m, job_id in zip(members, job_ids, strict=True)})
+    services.log(f"batch {name}: {len(job_ids)} jobs submitted as one "
+                 f"{services.backend.name} array")
+    for key, job_id in zip(specs, job_ids, strict=True):
+        claimed[key] = replace(claimed[key], job_id=job_id)

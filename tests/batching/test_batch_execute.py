@@ -1,0 +1,147 @@
+"""``execute_batch``: many sub-groups of one step as one array job, on the local backend and
+on the real loopback SLURM cluster. Each member has its own run row, products and status; a
+failing member fails alone; a batch run again skips what completed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ccat_assets.batch import execute_batch
+from ccat_assets.grouping import subgroup_key
+from ccat_assets.opsdb import DataProduct, DataProductType, ExecutedReductionStep, RunStatus
+from ccat_assets.opsdb.session import session_scope
+from ccat_assets.settings import get_settings
+from resources.apptainer import HostRuntime
+from resources.backends.local import LocalBackend
+from resources.backends.slurm import SlurmBackend
+from resources.backends.ssh import SSHTarget
+from resources.staging import make_stager
+from tests.execution.conftest import apply_and_ingest
+from tests.factories import pipeline_spec
+
+SCANS = [(f"scan-{i:03d}", "NGC253", "CO43") for i in range(6)]
+KEYS = [subgroup_key(["executed_obs_unit"], [scan]) for scan, _, _ in SCANS]
+
+
+def _setup(tmp_path: Path, *, fail_key: str | None = None) -> None:
+    spec = pipeline_spec(tmp_path / "processing",
+                         extra_step_params={"fail_sub_group": fail_key} if fail_key else None)
+    apply_and_ingest(tmp_path, spec, SCANS)
+
+
+def _rows() -> list[ExecutedReductionStep]:
+    with session_scope() as session:
+        rows = list(session.scalars(sa.select(ExecutedReductionStep)
+                                    .order_by(ExecutedReductionStep.id)))
+        session.expunge_all()
+        return rows
+
+
+def _products(run_id: int, *, logs: bool = False) -> int:
+    """How many products (LOG ones with ``logs``, else the others) the run recorded."""
+    is_log = DataProduct.data_product_type == DataProductType.LOG
+    with session_scope() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(DataProduct)
+                              .where(DataProduct.executed_reduction_step_id == run_id,
+                                     is_log if logs else ~is_log)) or 0
+
+
+def test_local_batch_one_supervisor_a_failing_member_alone_and_rerun_skips(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    _setup(tmp_path, fail_key=KEYS[2])
+    backend = LocalBackend(get_settings().jobs_dir, max_parallel=2)
+    log: list[str] = []
+    services = make_services(backend, HostRuntime(), make_stager, log=log.append)
+
+    results = execute_batch(services, pipeline_name="chai_test", step_name="calibrate",
+                            sub_group_keys=KEYS, dagster_run_id="batch-1", max_parallel=2)
+
+    assert [r.key for r in results] == KEYS
+    failed = [r for r in results if r.failed]
+    assert [r.key for r in failed] == [KEYS[2]] and "exit code 3" in failed[0].error
+    done = [r for r in results if r.outcome is not None]
+    assert len(done) == 5 and all(r.outcome.status == RunStatus.COMPLETED for r in done)
+    # one array: every member's job id is <array>#<i>, one array directory, one supervisor
+    arrays = {r.outcome.job_id.split("#")[0] for r in done}
+    assert len(arrays) == 1 and sorted(int(r.outcome.job_id.split("#")[1]) for r in done) == [
+        0, 1, 3, 4, 5]
+    assert [p.name for p in get_settings().jobs_dir.iterdir() if not p.name.startswith(".")] \
+        == list(arrays)
+    rows = _rows()
+    assert len(rows) == 6 and {r.dagster_run_id for r in rows} == {"batch-1"}
+    by_key = {r.sub_group_key: r for r in rows}
+    assert by_key[KEYS[2]].status == RunStatus.FAILED
+    assert _products(by_key[KEYS[2]].id) == 0  # nothing of the failed program ...
+    assert _products(by_key[KEYS[2]].id, logs=True) >= 1  # ... but its logs
+    for key in KEYS[:2] + KEYS[3:]:
+        assert by_key[key].status == RunStatus.COMPLETED
+        assert _products(by_key[key].id) == 2  # one per raw file
+    assert any("one local array" in line for line in log)
+
+    # the same batch again (Dagster's retry of the failed run): only the failed member runs
+    again = execute_batch(services, pipeline_name="chai_test", step_name="calibrate",
+                          sub_group_keys=KEYS, dagster_run_id="batch-1-retry", max_parallel=2)
+    assert [r.key for r in again if r.skipped] == KEYS[:2] + KEYS[3:]
+    assert [r.key for r in again if r.failed] == [KEYS[2]]
+    rows = _rows()
+    assert len(rows) == 7 and rows[-1].sub_group_key == KEYS[2]
+    assert rows[-1].retry_count == 1
+
+
+def test_a_member_with_incomplete_upstream_fails_alone(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    _setup(tmp_path)
+    backend = LocalBackend(get_settings().jobs_dir, max_parallel=2)
+    services = make_services(backend, HostRuntime(), make_stager)
+    grid_key = subgroup_key(["source", "line"], ["NGC253", "CO43"])
+    results = execute_batch(services, pipeline_name="chai_test", step_name="grid",
+                            sub_group_keys=[grid_key], dagster_run_id="b")
+    assert results[0].failed and "upstream not complete" in results[0].error
+    assert _rows() == []
+
+
+@pytest.mark.integration
+def test_slurm_batch_is_one_sbatch_array_with_throttle(
+    ccat_env: Path, tmp_path: Path, slurm_target: SSHTarget, slurm_settings_env: None,
+    make_services,
+) -> None:
+    spec = pipeline_spec(tmp_path / "processing", extra_step_params={"fail_sub_group": KEYS[1]})
+    spec["locations"][0]["host"] = f"{slurm_target.user}@{slurm_target.host}:{slurm_target.port}"
+    apply_and_ingest(tmp_path, spec, SCANS)
+    backend = SlurmBackend.from_settings(get_settings())
+    calls: list[list[str]] = []
+    run = backend.ssh.run
+
+    def spy(argv, **kwargs):
+        calls.append(list(argv))
+        return run(argv, **kwargs)
+
+    backend.ssh.run = spy  # type: ignore[method-assign]
+    services = make_services(backend, HostRuntime(), make_stager)
+
+    results = execute_batch(services, pipeline_name="chai_test", step_name="calibrate",
+                            sub_group_keys=KEYS, dagster_run_id="slurm-batch", max_parallel=2)
+
+    sbatches = [c for c in calls if c[0] == "sbatch"]
+    assert len(sbatches) == 1 and "--array=0-5%2" in sbatches[0]
+    assert [r.key for r in results if r.failed] == [KEYS[1]]
+    done = [r.outcome for r in results if r.outcome is not None]
+    assert len(done) == 5
+    array_id = {o.job_id.split("_")[0] for o in done}
+    assert len(array_id) == 1
+    assert sorted(o.job_id for o in done) == sorted(
+        f"{next(iter(array_id))}_{i}" for i in (0, 2, 3, 4, 5))
+    assert all(o.metrics["exit_code"] == 0 and o.metrics["processing_time_s"] is not None
+               for o in done)
+    rows = {r.sub_group_key: r for r in _rows()}
+    assert rows[KEYS[1]].status == RunStatus.FAILED and "exit code 3" in (
+        rows[KEYS[1]].error_message or "")
+    # each member's program wrote into its own logs, not into the array's output
+    for outcome in done:
+        stdout = Path(outcome.run_dir) / "logs" / "stdout.log"
+        assert stdout.exists()
