@@ -8,21 +8,26 @@ valid set to the ops-db.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from croniter import croniter
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_serializer,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ccat_assets.grouping import validate_filter_rules, validate_group_by
 from ccat_assets.opsdb.enums import LocationType, StorageType, TriggerType, VersionPolicy
@@ -48,6 +53,127 @@ RESERVED_ENV_PREFIXES = ("WORKFLOW_", "APPTAINER", "SINGULARITY", "SLURM_")
 _SEMVER = re.compile(r"^\d+(\.\d+){0,2}([-+][0-9A-Za-z.-]+)?$")
 
 
+#: Position inside a field's value: mapping keys and list indices, as pydantic locates errors.
+Loc = tuple[str | int, ...]
+_T = TypeVar("_T")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: Problems reported per field; a list of a million NaNs needs one message, not a million.
+MAX_STORAGE_PROBLEMS = 20
+
+
+def _text_problem(text: str) -> str | None:
+    """Why the ops-db cannot store ``text`` (a phrase after "text" or "key ..."), or None.
+
+    PostgreSQL text and JSONB reject NUL; neither database driver can encode a lone UTF-16
+    surrogate as UTF-8. PyYAML turns a JSON-style pair such as ``"\\ud83d\\ude00"`` into two
+    lone surrogates, hence the hint.
+    """
+    if "\x00" in text:
+        return "holds a NUL character (\\x00), which the ops-db cannot store"
+    if found := _SURROGATE.search(text):
+        return (f"holds a lone UTF-16 surrogate ({found.group()!r}), which is not valid "
+                "Unicode; write the character itself or a \\U0001F600-style escape")
+    return None
+
+
+def _scalar_problem(value: object) -> str | None:
+    """Why a JSON leaf cannot be stored, or None (str, finite number, bool, null)."""
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN is not storable; use null or a finite number"
+        if math.isinf(value):
+            sign = "-" if value < 0 else ""
+            return f"{sign}infinity is not storable; use null or a finite number"
+        return None
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        return f"text {problem}" if problem else None
+    if isinstance(value, dt.date | dt.time):
+        # YAML reads an unquoted 2024-05-01 as a date, which JSON has no type for.
+        return (f"a {type(value).__name__} is not a JSON value; quote it "
+                f"({str(value)!r}) to pass it as text")
+    return (f"a {type(value).__name__} is not a JSON value (use text, numbers, true/false, "
+            "null, lists and mappings)")
+
+
+def _key_problem(key: object) -> str | None:
+    """Why a mapping key cannot be stored, or None; non-text keys JSON writes as text."""
+    if isinstance(key, str):
+        problem = _text_problem(key)
+        return f"key {key!r} {problem}" if problem else None
+    if key is None or isinstance(key, bool | int | float):
+        return None
+    return f"key {key!r} is a {type(key).__name__}; JSON keys are text, quote it"
+
+
+def storage_problems(value: Any) -> Iterator[tuple[Loc, str]]:
+    """``(position, message)`` for every part of ``value`` the ops-db cannot store.
+
+    Walks lists and mappings iteratively in document order, so deep nesting cannot exhaust the
+    stack, and reports a container that contains itself (a YAML alias inside its own anchor),
+    which no JSON writer can serialize. Spec models inside are skipped: they check their own
+    fields.
+    """
+    stack: list[tuple[Any, Loc, frozenset[int]]] = [(value, (), frozenset())]
+    while stack:
+        node, at, ancestors = stack.pop()
+        if isinstance(node, BaseModel):
+            continue
+        if not isinstance(node, dict | list | tuple):
+            if problem := _scalar_problem(node):
+                yield at, problem
+            continue
+        if id(node) in ancestors:
+            yield at, "contains itself (a YAML alias inside its own anchor); JSON cannot hold it"
+            continue
+        inside = ancestors | {id(node)}
+        children: list[tuple[Any, Loc, frozenset[int]]] = []
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if problem := _key_problem(key):
+                    yield at, problem
+                else:
+                    children.append((child, (*at, str(key)), inside))
+        else:
+            children = [(child, (*at, i), inside) for i, child in enumerate(node)]
+        stack.extend(reversed(children))
+
+
+def _storable(value: _T) -> _T:
+    """Reject what the ops-db's text and JSON columns cannot store, naming each position.
+
+    Spec validation is the only gate before apply; without this, NaN, infinity, NUL and lone
+    surrogates pass it and fail later as a database error naming no file or field. The nested
+    ValidationError makes pydantic append each position to the field's own location, so the
+    report reads ``...parameters.window[2]: NaN is not storable; ...``.
+    """
+    problems = list(storage_problems(value))
+    if not problems:
+        return value
+    shown = problems[:MAX_STORAGE_PROBLEMS]
+    if len(problems) > len(shown):
+        shown.append(((), f"and {len(problems) - len(shown)} more values the ops-db cannot "
+                          "store"))
+    # The message goes in as context: a template would read braces in a quoted key as fields.
+    details = [
+        InitErrorDetails(type=PydanticCustomError("unstorable", "{reason}", {"reason": reason}),
+                         loc=at, input=value)
+        for at, reason in shown
+    ]
+    raise ValidationError.from_exception_data("unstorable", details)
+
+
+#: Free text written to a text or JSON column of the ops-db.
+StorableText = Annotated[str, AfterValidator(_storable)]
+#: A number bound that must survive a JSON round trip: finite.
+FiniteFloat = Annotated[float, AfterValidator(_storable)]
+#: Arbitrary JSON from a spec (parameters, filter rules), checked all the way down.
+JSONObject = Annotated[dict[str, Any], AfterValidator(_storable)]
+JSONList = Annotated[list[Any], AfterValidator(_storable)]
+
+
 def _valid_cron(value: str) -> str:
     if not croniter.is_valid(value):
         raise ValueError(f"{value!r} is not a valid cron expression (5 fields, e.g. '0 3 * * *')")
@@ -66,8 +192,8 @@ class ResourceSpec(_Spec):
 
 
 class ThresholdSpec(_Spec):
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
     #: A violated threshold is a WARN check unless it says ``error``.
     severity: Literal["warn", "error"] | None = None
 
@@ -83,33 +209,34 @@ class ThresholdSpec(_Spec):
 
 class StepConfigSpec(_Spec):
     name: ObjectName | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    environment: dict[EnvName, str] = Field(default_factory=dict)
-    command: list[str] = Field(min_length=1)
+    parameters: JSONObject = Field(default_factory=dict)
+    environment: dict[EnvName, StorableText] = Field(default_factory=dict)
+    command: list[StorableText] = Field(min_length=1)
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
-    quality_thresholds: dict[str, ThresholdSpec] = Field(default_factory=dict)
+    #: Checked for its keys; each threshold checks its own bounds.
+    quality_thresholds: Annotated[dict[str, ThresholdSpec], AfterValidator(_storable)] = Field(
+        default_factory=dict
+    )
 
     @field_validator("environment")
     @classmethod
     def _no_reserved_env(cls, env: dict[str, str]) -> dict[str, str]:
-        for key, value in env.items():
+        for key in env:
             if key.upper().startswith(RESERVED_ENV_PREFIXES):
                 raise ValueError(f"{key!r} is reserved for the container contract and runtime")
-            if "\x00" in value:
-                raise ValueError(f"{key!r} holds a NUL character")
         return env
 
     @field_validator("command")
     @classmethod
     def _argv_strings(cls, argv: list[str]) -> list[str]:
-        if any(not arg or "\x00" in arg for arg in argv):
-            raise ValueError("command is an argv list of non-empty strings without NUL")
+        if not all(argv):
+            raise ValueError("command is an argv list of non-empty strings")
         return argv
 
 
 class VersionSpec(_Spec):
     version: str
-    image: str = Field(min_length=1, max_length=512)
+    image: StorableText = Field(min_length=1, max_length=512)
     digest: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
 
     @field_validator("version")
@@ -122,9 +249,9 @@ class VersionSpec(_Spec):
 
 class SoftwareSpec(_Spec):
     name: ObjectName
-    description: str | None = None
-    ghcr_url: str | None = None
-    github_repo_url: str | None = None
+    description: StorableText | None = None
+    ghcr_url: StorableText | None = None
+    github_repo_url: StorableText | None = None
     versions: list[VersionSpec] = Field(min_length=1)
     latest: str | None = None
 
@@ -133,16 +260,16 @@ class LocationSpec(_Spec):
     name: ObjectName
     type: LocationType
     storage_type: StorageType = StorageType.DISK
-    base_path: str = Field(min_length=1)
-    host: str | None = None
-    site: str | None = None
+    base_path: StorableText = Field(min_length=1)
+    host: StorableText | None = None
+    site: StorableText | None = None
 
 
 class GroupingSpec(_Spec):
     name: ObjectName
-    description: str | None = None
-    filter_rules: list[Any] = Field(default_factory=list)
-    instrument_module: str | None = None
+    description: StorableText | None = None
+    filter_rules: JSONList = Field(default_factory=list)
+    instrument_module: StorableText | None = None
 
 
 class TriggerSpec(_Spec):
@@ -157,7 +284,7 @@ class TriggerSpec(_Spec):
 
 class StepSpec(_Spec):
     name: IdentifierName
-    description: str | None = None
+    description: StorableText | None = None
     software: ObjectName
     version_policy: VersionPolicy = VersionPolicy.COMPATIBLE
     pinned_version: str | None = None
@@ -178,13 +305,13 @@ class StepSpec(_Spec):
 
 class PipelineSpec(_Spec):
     name: IdentifierName
-    description: str | None = None
+    description: StorableText | None = None
     grouping: ObjectName
     processing_location: ObjectName
     trigger: TriggerSpec
     enabled: bool = True
     priority: int = Field(default=0, ge=-1000, le=1000)
-    created_by: str | None = None
+    created_by: StorableText | None = None
     steps: list[StepSpec] = Field(min_length=1)
     #: Names of steps that failed validation (already reported); not part of the spec.
     invalid_step_names: tuple[str, ...] = Field(default=(), exclude=True)

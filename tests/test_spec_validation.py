@@ -86,6 +86,21 @@ CASES = [
     ("bad-digest", "software/0/versions/0/digest", "md5:abc",
      "software[test-calibration].versions[0].digest: String should match pattern"),
     ("no-steps", "pipelines/0/steps", [], "pipelines[chai_test].steps: "),
+    # Values the ops-db cannot store: rejected at their position before anything is written,
+    # not by the database (PostgreSQL raises DataError for NaN and NUL in JSONB or text).
+    ("nan-parameter", f"{STEP0}/config/parameters", {"window": [1, 2, float("nan")]},
+     "steps[0].config.parameters.window[2]: NaN is not storable; use null or a finite number"),
+    ("inf-threshold", f"{STEP0}/config/quality_thresholds", {"rms": {"max": float("inf")}},
+     "steps[0].config.quality_thresholds.rms.max: infinity is not storable"),
+    ("nul-environment", f"{STEP0}/config/environment", {"MODE": "a\x00b"},
+     "steps[0].config.environment.MODE: text holds a NUL character"),
+    ("nul-parameter-key", f"{STEP0}/config/parameters", {"fit": {"k\x00": 1}},
+     "steps[0].config.parameters.fit: key 'k\\x00' holds a NUL character"),
+    ("surrogate-description", "pipelines/0/description", "map \ud83d\ude00",
+     "pipelines[chai_test].description: text holds a lone UTF-16 surrogate ('\\ud83d')"),
+    ("nul-filter-value", "groupings/0/filter_rules", [
+        {"table": "Source", "column": "name", "operator": "in", "value": ["NGC253", "a\x00"]}],
+     "groupings[chai-archived].filter_rules[0].value[1]: text holds a NUL character"),
 ]
 
 

@@ -3,13 +3,18 @@ random value of any type, deleted, or joined by an unknown field), random YAML d
 random bytes. ``validate_spec_files`` either accepts the set or raises ``SpecError`` whose
 every problem names the file and, for a field it rejects, the field; nothing else escapes.
 Names it accepts are safe as directory names: a run directory built from them stays inside
-the pipelines directory. Deterministic (``derandomize``), so CI sees the same examples."""
+the pipelines directory; values it accepts are storable in the ops-db (finite numbers, text
+without NUL or lone surrogates), and each unstorable value is reported at its own position.
+Deterministic (``derandomize``), so CI sees the same examples."""
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import enum
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +101,7 @@ def test_mutated_specs_are_accepted_or_rejected_cleanly(spec_file: Path, path, o
     result = _check(spec_file)
     if not isinstance(result, SpecError):
         _names_are_safe(result)
+        assert _all_storable(result)
 
 
 @FUZZ
@@ -165,25 +171,137 @@ def test_a_bad_field_is_rejected_naming_the_field(spec_file: Path, path, value, 
 
 
 def _storable(value: Any) -> bool:
-    """JSON that PostgreSQL's JSONB and the manifest's strict JSON readers accept."""
+    """JSON that PostgreSQL's JSONB and text columns accept: finite numbers, text that encodes
+    as UTF-8 (no lone surrogates) and holds no NUL, nothing JSON has no type for. Written
+    independently of the validator it checks."""
+
+    def enum_value(obj: object) -> object:
+        if isinstance(obj, enum.Enum):
+            return obj.value
+        raise TypeError(f"{type(obj).__name__} is not JSON")
+
     try:
-        text = json.dumps(value, allow_nan=False, default=str)
-    except ValueError:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, default=enum_value)
+        text.encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return False
-    return "\\u0000" not in text
+    # An escaped NUL, not a literal backslash followed by "u0000".
+    return re.search(r"(?<!\\)(?:\\\\)*\\u0000", text) is None
 
 
-@pytest.mark.xfail(strict=True, reason="spec validation accepts non-finite numbers and NUL "
-                   "characters in parameters and thresholds; PostgreSQL rejects them on apply")
-@pytest.mark.parametrize(("path", "value"), [
-    ((*CONFIG, "parameters"), {"x": math.nan}),
-    ((*CONFIG, "parameters"), {"x": math.inf}),
-    ((*CONFIG, "parameters"), {"x": "a\x00b"}),
-    ((*CONFIG, "quality_thresholds"), {"q": {"min": math.nan}}),
-], ids=["nan-parameter", "inf-parameter", "nul-parameter", "nan-threshold"])
-def test_unstorable_values_are_rejected(spec_file: Path, path, value) -> None:
+def _all_storable(spec_set: Any) -> bool:
+    return all(_storable(obj.model_dump())
+               for section in (spec_set.software, spec_set.locations, spec_set.groupings,
+                               spec_set.pipelines)
+               for obj in section)
+
+
+def test_the_storability_oracle_tells_storable_from_unstorable() -> None:
+    """The oracle below must be able to say no, or the properties using it prove nothing."""
+    assert _storable({"a": [1, 2.5, None, True, "x\\u0000y", "🙂", {"1": 10**30}]})
+    for bad in (math.nan, math.inf, -math.inf, "a\x00b", "\ud800", dt.date(2024, 5, 1)):
+        assert not _storable({"a": [bad]}), bad
+
+
+POSITION_CASES = [
+    # (path replaced, value, position the problem must name, words its message must hold)
+    ((*CONFIG, "parameters"), {"window": [1, 2, math.nan]},
+     "steps[0].config.parameters.window[2]", "NaN is not storable"),
+    ((*CONFIG, "parameters"), {"fit": {"bounds": [0, math.inf]}},
+     "steps[0].config.parameters.fit.bounds[1]", "infinity is not storable"),
+    ((*CONFIG, "parameters"), {"fit": {"low": -math.inf}},
+     "steps[0].config.parameters.fit.low", "-infinity is not storable"),
+    ((*CONFIG, "parameters"), {"labels": ["ok", {"name": "a\x00b"}]},
+     "steps[0].config.parameters.labels[1].name", "NUL character"),
+    ((*CONFIG, "parameters"), {"name": "x\ud800y"},
+     "steps[0].config.parameters.name", "lone UTF-16 surrogate"),
+    ((*CONFIG, "parameters"), {"emoji": "\ud83d\ude00"},
+     "steps[0].config.parameters.emoji", "lone UTF-16 surrogate"),
+    ((*CONFIG, "parameters"), {"nested": {"k\x00": 1}},
+     "steps[0].config.parameters.nested", "key 'k\\x00' holds a NUL character"),
+    ((*CONFIG, "parameters"), {"start": dt.date(2024, 5, 1)},
+     "steps[0].config.parameters.start", "quote it ('2024-05-01')"),
+    ((*CONFIG, "environment"), {"MODE": "a\x00b"},
+     "steps[0].config.environment.MODE", "NUL character"),
+    ((*CONFIG, "environment"), {"MODE": "\udfff"},
+     "steps[0].config.environment.MODE", "lone UTF-16 surrogate"),
+    ((*CONFIG, "command"), ["python", "\ud800"], "steps[0].config.command[1]", "surrogate"),
+    ((*CONFIG, "quality_thresholds"), {"rms": {"min": math.nan}},
+     "steps[0].config.quality_thresholds.rms.min", "NaN is not storable"),
+    ((*CONFIG, "quality_thresholds"), {"rms": {"max": -math.inf}},
+     "steps[0].config.quality_thresholds.rms.max", "-infinity is not storable"),
+    ((*CONFIG, "quality_thresholds"), {"rms\x00": {"max": 1.0}},
+     "steps[0].config.quality_thresholds", "key 'rms\\x00' holds a NUL"),
+    ((*CONFIG, "resources", "memory_gb"), math.nan, "steps[0].config.resources.memory_gb", ""),
+    ((*CONFIG, "resources", "time_hours"), math.inf, "steps[0].config.resources.time_hours",
+     ""),
+    ((*STEP, "description"), "a\x00b", "steps[0].description", "NUL character"),
+    (("pipelines", 0, "description"), "\ud800", "pipelines[chai_test].description",
+     "surrogate"),
+    (("pipelines", 0, "created_by"), "a\x00b", "pipelines[chai_test].created_by", "NUL"),
+    (("groupings", 0, "filter_rules"), [{"any": [{"table": "Source", "column": "name",
+                                                  "operator": "eq", "value": "NGC\ud800"}]}],
+     "groupings[chai-archived].filter_rules[0].any[0].value", "surrogate"),
+    (("groupings", 0, "filter_rules"), [{"table": "RawDataPackage", "column": "metadata",
+                                         "json_path": "observation.frequency_ghz",
+                                         "operator": "in", "value": [461.04, math.inf]}],
+     "groupings[chai-archived].filter_rules[0].value[1]", "infinity is not storable"),
+    (("groupings", 0, "description"), "a\x00b", "groupings[chai-archived].description", "NUL"),
+    (("software", 0, "description"), "\ud800", "software[test-calibration].description",
+     "surrogate"),
+    (("software", 0, "versions", 0, "image"), "ghcr.io/x\x00",
+     "software[test-calibration].versions[0].image", "NUL"),
+    (("locations", 0, "base_path"), "/srv/a\x00b", "locations[test-processing].base_path",
+     "NUL"),
+    (("locations", 0, "host"), "\ud800", "locations[test-processing].host", "surrogate"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "position", "words"), POSITION_CASES,
+                         ids=[f"{c[2]}={c[1]!r}"[:70] for c in POSITION_CASES])
+def test_unstorable_values_are_rejected_at_their_position(spec_file: Path, path, value,
+                                                          position, words) -> None:
     spec_file.write_text(yaml.safe_dump(_mutate(BASE, path, "replace", value, "")),
                          encoding="utf-8")
+    error = _check(spec_file)
+    assert isinstance(error, SpecError), f"{position} = {value!r} was accepted"
+    # The words start the message or follow a space: "infinity" must not match "-infinity".
+    said = re.compile(r"(?:^|\s)" + re.escape(words))
+    assert any(p.where.endswith(position) and said.search(p.message)
+               for p in error.problems), str(error).encode("unicode_escape").decode()
+
+
+def test_a_self_referencing_parameter_is_rejected(spec_file: Path) -> None:
+    loop: dict[str, Any] = {}
+    loop["again"] = loop
+    spec = _mutate(BASE, (*CONFIG, "parameters"), "replace", {"loop": loop}, "")
+    spec_file.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    assert "&" in spec_file.read_text()  # the file holds a YAML alias inside its anchor
+    error = _check(spec_file)
+    assert isinstance(error, SpecError)
+    assert any(p.where.endswith("parameters.loop.again") and "contains itself" in p.message
+               for p in error.problems), str(error)
+
+
+def test_many_unstorable_values_are_summarized(spec_file: Path) -> None:
+    spec = _mutate(BASE, (*CONFIG, "parameters"), "replace", {"v": [math.nan] * 50}, "")
+    spec_file.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    error = _check(spec_file)
+    assert isinstance(error, SpecError)
+    assert len(error.problems) == 21
+    assert error.problems[-1].message == "and 30 more values the ops-db cannot store"
+    assert error.problems[-1].where.endswith("steps[0].config.parameters")
+
+
+def test_storable_json_is_accepted_unchanged(spec_file: Path) -> None:
+    """No over-reach: big integers, non-text keys, astral characters, nulls and empty
+    containers are storable, and validation keeps them as written."""
+    params = {"tag": "v1", "big": 2**70, "neg": -(2**70), "orders": {1: "linear", 2.5: "x"},
+              "emoji": "🙂 日本語", "empty": [[], {}], "none": None, "flag": False,
+              "small": 5e-324, "huge": 1.7976931348623157e308, "backslash": "\\u0000"}
+    spec = _mutate(BASE, (*CONFIG, "parameters"), "replace", params, "")
+    spec_file.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     result = _check(spec_file)
-    accepted = not isinstance(result, SpecError)
-    assert not accepted or all(_storable(s.model_dump()) for s in result.pipelines)
+    assert not isinstance(result, SpecError), str(result)
+    assert result.pipelines[0].steps[0].config.parameters == params
+    assert _all_storable(result)
