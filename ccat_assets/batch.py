@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ccat_assets.execute import (
     Claimed,
@@ -62,11 +63,13 @@ class BatchStarted:
     keys: list[str]
 
 
-def execute_batch(services: ExecutionServices, **kwargs) -> list[MemberResult]:
-    """Run a batch to the end (see :func:`iter_batch`); one result per key, in order."""
-    results = {r.key: r for r in iter_batch(services, **kwargs)
+def execute_batch(services: ExecutionServices, *, sub_group_keys: Sequence[str],
+                  **options: Any) -> list[MemberResult]:
+    """Run a batch to the end (:func:`iter_batch`, same options); one result per key, in
+    order."""
+    results = {r.key: r for r in iter_batch(services, sub_group_keys=sub_group_keys, **options)
                if isinstance(r, MemberResult)}
-    return [results[key] for key in dict.fromkeys(kwargs["sub_group_keys"])]
+    return [results[key] for key in dict.fromkeys(sub_group_keys)]
 
 
 def iter_batch(

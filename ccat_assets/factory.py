@@ -149,16 +149,21 @@ def materialize_result(outcome: RunOutcome) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(outcome.fingerprint))
 
 
+def grain_job_name(pipeline: PipelineDef, step: StepDef) -> str:
+    """The per-grain job that runs ``step`` (and every step of its grain)."""
+    return f"{pipeline.name}__{re.sub(r'[^A-Za-z0-9_]', '_', step.grain)}"
+
+
 def build_pipeline_jobs(pipeline: PipelineDef) -> list:
-    """One job per grain of a pipeline, for backfills (``dagster job backfill``)."""
+    """One job per grain of a pipeline, for backfills (``dagster job backfill``) and the runs
+    the gap sensor launches."""
     jobs = []
     grains: dict[str, list[StepDef]] = {}
     for step in pipeline.steps:
         grains.setdefault(step.partitions_name if step.partitioned else "", []).append(step)
     for steps in grains.values():
-        grain = re.sub(r"[^A-Za-z0-9_]", "_", steps[0].grain)
         jobs.append(dg.define_asset_job(
-            name=f"{pipeline.name}__{grain}",
+            name=grain_job_name(pipeline, steps[0]),
             selection=dg.AssetSelection.assets(*[step_key(pipeline.name, s.name) for s in steps]),
             tags={"ccat/pipeline": pipeline.name, "dagster/priority": str(pipeline.priority)},
             description=f"Steps of {pipeline.name} at grain {steps[0].grain}, for backfills.",
@@ -170,4 +175,4 @@ def build_pipeline_definitions(pipeline: PipelineDef) -> dg.Definitions:
     assets = [build_step_asset(pipeline, step) for step in pipeline.steps]
     checks = [build_step_checks(step_key(pipeline.name, s.name), s, partitions_def_for(s))
               for s in pipeline.steps]
-    return dg.Definitions(assets=assets, asset_checks=checks, jobs=build_pipeline_jobs(pipeline))
+    return dg.Definitions(assets=assets, asset_checks=checks)

@@ -7,20 +7,29 @@ hand (``ccat-wm partitions sync`` registers the keys first).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import dagster as dg
 
+from ccat_assets.batch_job import build_batch_jobs
 from ccat_assets.catalog import PipelineDef
+from ccat_assets.factory import build_pipeline_jobs
 from ccat_assets.gapstate.load import serves_location
 from ccat_assets.opsdb import TriggerType
 from ccat_assets.settings import Settings
-from sensors.gap_sensor import build_gap_sensor
+from sensors.gap_sensor import LaunchableJob, build_gap_sensor
 from sensors.run_status import RUN_STATUS_SENSORS
 from sensors.schedules import build_gap_schedules
 from sensors.workspace_janitor import build_workspace_janitor_sensor
 
 
-def build_automation(catalog: list[PipelineDef], settings: Settings) -> dg.Definitions:
-    """Sensors and schedules for every pipeline of ``catalog``."""
+def build_automation(catalog: list[PipelineDef], settings: Settings,
+                     jobs: Mapping[str, Sequence[LaunchableJob]] | None = None,
+                     ) -> dg.Definitions:
+    """Sensors and schedules for every pipeline of ``catalog``; ``jobs`` are the pipelines'
+    per-grain and batch jobs, which the gap sensors target (built here when not given)."""
+    if jobs is None:
+        jobs = {p.name: [*build_pipeline_jobs(p), *build_batch_jobs(p)] for p in catalog}
     sensors: list[dg.SensorDefinition] = [*RUN_STATUS_SENSORS, build_workspace_janitor_sensor()]
     schedules: list[dg.ScheduleDefinition] = []
     for pipeline in catalog:
@@ -28,7 +37,8 @@ def build_automation(catalog: list[PipelineDef], settings: Settings) -> dg.Defin
                                  pipeline.processing_location_id, pipeline.processing_location)
         if pipeline.trigger_type == TriggerType.CONTINUOUS:
             sensors.append(build_gap_sensor(
-                pipeline, served=served, interval_seconds=settings.sensor_interval_seconds))
+                pipeline, served=served, interval_seconds=settings.sensor_interval_seconds,
+                jobs=jobs[pipeline.name]))
         elif pipeline.trigger_type == TriggerType.CRON and pipeline.cron:
             schedules += build_gap_schedules(pipeline, served=served)
     return dg.Definitions(sensors=sensors, schedules=schedules)

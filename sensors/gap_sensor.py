@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
 
 from ccat_assets.catalog import PipelineDef
-from ccat_assets.factory import step_key
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.settings import get_settings
 from sensors.arrivals import Cursor
@@ -16,9 +20,17 @@ def gap_sensor_name(pipeline: str) -> str:
     return f"{pipeline}__gap_sensor"
 
 
-def build_gap_sensor(pipeline: PipelineDef, *, served: bool,
-                     interval_seconds: int) -> dg.SensorDefinition:
-    """Running by default when the pipeline is enabled and served by this instance."""
+#: A per-grain asset job or a batch job.
+LaunchableJob = dg.JobDefinition | UnresolvedAssetJobDefinition
+
+
+def build_gap_sensor(pipeline: PipelineDef, *, served: bool, interval_seconds: int,
+                     jobs: Sequence[LaunchableJob]) -> dg.SensorDefinition:
+    """Running by default when the pipeline is enabled and served by this instance.
+
+    It targets the pipeline's jobs (``jobs``, the very objects of the code location): a gap
+    runs as its step's asset in the per-grain job, a batch as the step's batch job.
+    """
     running = pipeline.enabled and served
 
     @dg.sensor(
@@ -26,8 +38,7 @@ def build_gap_sensor(pipeline: PipelineDef, *, served: bool,
         minimum_interval_seconds=interval_seconds,
         default_status=(dg.DefaultSensorStatus.RUNNING if running
                         else dg.DefaultSensorStatus.STOPPED),
-        asset_selection=dg.AssetSelection.assets(*[step_key(pipeline.name, s.name)
-                                          for s in pipeline.steps]),
+        jobs=list(jobs),
         description=(
             f"Finds the gaps of pipeline {pipeline.name} (missing or outdated step results "
             "per sub-group) and launches them; registers new sub-groups as partitions and "

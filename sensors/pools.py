@@ -17,9 +17,15 @@ from ccat_assets.hashing import content_hash
 
 
 def pool_limits(pipelines: Iterable[PipelineDef]) -> dict[str, int]:
-    """Pool name -> limit for every step that has ``max_concurrent_runs``."""
-    return {step.pool: step.max_concurrent_runs for p in pipelines for step in p.steps
-            if step.max_concurrent_runs}
+    """Pool name -> limit for every step that has ``max_concurrent_runs``.
+
+    A batched step's pool holds one run at a time, and that run executes at most
+    ``max_concurrent_runs`` of its members at once (the array's throttle): so the step
+    never has more jobs running than its limit, batched or not.
+    """
+    return {step.pool: 1 if step.partitioned and step.batch_size > 1
+            else step.max_concurrent_runs
+            for p in pipelines for step in p.steps if step.max_concurrent_runs}
 
 
 def limits_token(pipelines: Iterable[PipelineDef]) -> str:

@@ -2,13 +2,15 @@
 
 A run requested on the last tick can still sit in the queue: the ops-db knows nothing of it,
 so gap evaluation counts these (step, sub-group) pairs as in flight too. Manual
-materializations and backfill runs are found by their asset selection and partition.
+materializations and backfill runs are found by their asset selection and partition, batch
+runs by the sub-groups in their run config.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
+from ccat_assets.batch_job import SUB_GROUPS
 from ccat_assets.catalog import PipelineDef
 from ccat_assets.grouping import ALL_KEY
 
@@ -25,6 +27,10 @@ def active_pairs(instance: dg.DagsterInstance, pipeline: PipelineDef) -> set[tup
     pairs: set[tuple[str, str]] = set()
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES)):
         partition = run.tags.get(PARTITION_TAG)
+        if run.tags.get("ccat/batch") == "true":
+            if run.tags.get("ccat/pipeline") == pipeline.name:
+                pairs.update((run.tags.get("ccat/step", ""), key) for key in batch_keys(run))
+            continue
         if run.asset_selection is not None:
             selected = [steps[key] for key in (tuple(k.path) for k in run.asset_selection)
                         if key in steps]
@@ -39,3 +45,9 @@ def active_pairs(instance: dg.DagsterInstance, pipeline: PipelineDef) -> set[tup
             elif not step.partitioned and not partition:
                 pairs.add((step.name, ALL_KEY))
     return pairs
+
+
+def batch_keys(run: dg.DagsterRun) -> list[str]:
+    """The sub-groups of a batch run, from its run config."""
+    ops = (run.run_config or {}).get("ops", {})
+    return [key for op in ops.values() for key in op.get("config", {}).get(SUB_GROUPS, [])]

@@ -65,7 +65,8 @@ def _schedule(pipeline: PipelineDef, job_name: str, steps: tuple[StepDef, ...],
     )
     def _gap_schedule(context: dg.ScheduleEvaluationContext):
         tick = plan_tick(context.instance, pipeline, cursor=Cursor(), now=utcnow(),
-                         settings=get_settings(), follow_arrivals=False, steps=names)
+                         settings=get_settings(), follow_arrivals=False, steps=names,
+                         batching=False)
         for request in tick.partition_requests:
             context.instance.add_dynamic_partitions(request.partitions_def_name,
                                                     list(request.partition_keys))

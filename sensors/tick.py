@@ -14,9 +14,11 @@ from dataclasses import dataclass, field, replace
 
 import dagster as dg
 
+from ccat_assets.batch_job import batched_steps
 from ccat_assets.catalog import PipelineDef
 from ccat_assets.factory import raw_data_key
-from ccat_assets.gaps import Decision, runs_to_request
+from ccat_assets.gap_batches import plan_launches
+from ccat_assets.gaps import Decision
 from ccat_assets.gapstate import StateCache, load_pipeline_info, read_watermark
 from ccat_assets.gapstate.cache import Evaluation
 from ccat_assets.opsdb.session import session_scope
@@ -25,7 +27,7 @@ from sensors.arrivals import Cursor, read_arrivals
 from sensors.partitions import missing_partitions
 from sensors.pools import ensure_pools, limits_token
 from sensors.queued import active_pairs
-from sensors.requests import run_request
+from sensors.requests import launch_request
 
 _CACHE = StateCache(full_reload_seconds=300)
 
@@ -68,10 +70,12 @@ class Tick:
 
 def plan_tick(instance: dg.DagsterInstance, pipeline: PipelineDef, *, cursor: Cursor,
               now: dt.datetime, settings: Settings, follow_arrivals: bool = True,
-              steps: Collection[str] | None = None) -> Tick:
+              steps: Collection[str] | None = None, batching: bool = True) -> Tick:
     """Decide what ``pipeline`` runs now; ``follow_arrivals`` registers the partitions of new
     sub-groups and observes the raw data (sensors; schedules only add what they launch);
-    ``steps`` limits the launched runs to those steps (default: all of the pipeline)."""
+    ``steps`` limits the launched runs to those steps (default: all of the pipeline);
+    ``batching`` packs the gaps of steps with ``batch_size`` > 1 into batch runs (schedules,
+    which target one per-grain job, launch one run per gap)."""
     url = settings.database_url
     queued = active_pairs(instance, pipeline)
     with session_scope(url) as session:
@@ -88,12 +92,15 @@ def plan_tick(instance: dg.DagsterInstance, pipeline: PipelineDef, *, cursor: Cu
             mark=read_watermark(session, info.id), now=now,
             queued=queued)
     known = {s.name for s in pipeline.steps} if steps is None else set(steps)
-    chosen = runs_to_request([d for d in evaluation.fired if d.step in known],
-                             settings.sensor_max_runs_per_tick, [s.name for s in pipeline.steps])
+    launches = plan_launches(
+        [d for d in evaluation.fired if d.step in known],
+        batch_sizes={s.name: s.batch_size for s in batched_steps(pipeline)} if batching else {},
+        limit=settings.sensor_max_runs_per_tick, step_order=[s.name for s in pipeline.steps])
+    chosen = [d for launch in launches for d in launch]
     new_ids = arrivals.package_ids if arrivals else []
     tick = Tick(
         cursor=arrivals.cursor if arrivals else cursor,
-        run_requests=[run_request(pipeline, d) for d in chosen],
+        run_requests=[launch_request(pipeline, launch, batching) for launch in launches],
         partition_requests=missing_partitions(
             instance, _wanted_partitions(pipeline, evaluation, chosen, bool(new_ids))),
         observations=_observations(pipeline, evaluation, new_ids),

@@ -8,7 +8,7 @@ its status and logs stay readable. Wall time and exit code come from the pod's c
 state; CPU time and peak memory are not measured by Kubernetes itself, so they stay None.
 When a job ends, its pod log is written to the spec's stdout file, which the orchestrator
 shares with the pods (the workspace volume), so log collection works as on the other
-backends.
+backends. A batch is one Indexed Job (:mod:`resources.backends.kubernetes_indexed`).
 """
 
 from __future__ import annotations
@@ -23,22 +23,31 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ccat_assets.jobs import JobSpec, JobStatus
+from resources.backends.kubernetes_indexed import (
+    ANNOTATION_CANCELLED_INDEXES,
+    MEMBER_SEP,
+    STUCK_REASONS,
+    cancelled_indexes,
+    member_status,
+)
+from resources.backends.kubernetes_indexed import pod_index as _index
 from resources.backends.kubernetes_manifest import (
     ANNOTATION_CANCELLED,
     ANNOTATION_NAME,
     ANNOTATION_STDOUT,
     CONTAINER,
+    INDEX_LABEL,
     LABEL_JOB,
     K8sJobConfig,
+    build_indexed_job,
     build_job,
     k8s_name,
+    task_script_path,
 )
+from resources.backends.slurm_script import render_task_script
 
 log = logging.getLogger("ccat.backends.kubernetes")
 
-#: Container waiting reasons that will not resolve by waiting.
-STUCK_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                           "CreateContainerConfigError", "CreateContainerError"})
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
@@ -103,6 +112,27 @@ class KubernetesBackend:
             log.info("Job %s exists already; re-attaching", job.metadata.name)
         return job.metadata.name
 
+    def submit_array(self, name: str, specs: Sequence[JobSpec],
+                     max_parallel: int | None = None) -> list[str]:
+        """One Indexed Job; member ``i`` is ``<job>#<i>``. Each member's script is written to
+        the shared workspace first (quoted like the SLURM script), then the Job is created;
+        creating it again finds it (409) and re-attaches."""
+        if not specs:
+            return []
+        batch, _core = self._apis()
+        for index, spec in enumerate(specs):
+            script = Path(task_script_path(name, specs[0], index))
+            script.parent.mkdir(parents=True, exist_ok=True)
+            script.write_text(render_task_script(spec, drop_env=self.config.drop_env))
+        job = build_indexed_job(name, list(specs), self.config, max_parallel)
+        try:
+            batch.create_namespaced_job(self.namespace, job)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            log.info("Indexed Job %s exists already; re-attaching", job.metadata.name)
+        return [f"{job.metadata.name}{MEMBER_SEP}{i}" for i in range(len(specs))]
+
     def find(self, name: str) -> str | None:
         batch, _core = self._apis()
         try:
@@ -116,9 +146,13 @@ class KubernetesBackend:
 
     # -- status -----------------------------------------------------------------------------
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        ids = list(dict.fromkeys(job_ids))
-        if not ids:
+        """One list of Jobs and one of pods for all ``job_ids``, members of Indexed Jobs too."""
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
             return {}
+        members = [i for i in wanted if MEMBER_SEP in i]
+        ids = list(dict.fromkeys([i for i in wanted if MEMBER_SEP not in i]
+                                 + [i.split(MEMBER_SEP)[0] for i in members]))
         batch, core = self._apis()
         selector = f"{LABEL_JOB} in ({','.join(ids)})"
         jobs = {j.metadata.name: j for j in
@@ -127,7 +161,11 @@ class KubernetesBackend:
         for pod in core.list_namespaced_pod(self.namespace, label_selector=selector).items:
             pods.setdefault((pod.metadata.labels or {}).get(LABEL_JOB, ""), []).append(pod)
         out = {}
-        for job_id in ids:
+        for member in members:
+            job_name, _, index = member.partition(MEMBER_SEP)
+            out[member] = member_status(member, jobs.get(job_name), [
+                p for p in pods.get(job_name, []) if _index(p) == index])
+        for job_id in (i for i in wanted if MEMBER_SEP not in i):
             job = jobs.get(job_id)
             if job is None:
                 out[job_id] = JobStatus(job_id, "unknown", reason=f"no Job {job_id} in "
@@ -194,7 +232,10 @@ class KubernetesBackend:
 
     # -- control ----------------------------------------------------------------------------
     def cancel(self, job_id: str) -> None:
-        batch, _core = self._apis()
+        batch, core = self._apis()
+        if MEMBER_SEP in job_id:
+            self._cancel_member(job_id)
+            return
         body = {"metadata": {"annotations": {ANNOTATION_CANCELLED: "true"}},
                 "spec": {"suspend": True}}
         try:
@@ -202,6 +243,27 @@ class KubernetesBackend:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def _cancel_member(self, member: str) -> None:
+        """Note the index as cancelled on the Job, then delete its pod (the index fails)."""
+        batch, core = self._apis()
+        job_name, _, index = member.partition(MEMBER_SEP)
+        try:
+            job = batch.read_namespaced_job(job_name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        cancelled = cancelled_indexes(job) | {index}
+        batch.patch_namespaced_job(job_name, self.namespace, {"metadata": {"annotations": {
+            ANNOTATION_CANCELLED_INDEXES: ",".join(sorted(cancelled, key=int))}}})
+        selector = f"{LABEL_JOB}={job_name},{INDEX_LABEL}={index}"
+        for pod in core.list_namespaced_pod(self.namespace, label_selector=selector).items:
+            try:
+                core.delete_namespaced_pod(pod.metadata.name, self.namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
 
     def _pod_log(self, pod_name: str, tail_lines: int | None) -> str:
         _batch, core = self._apis()

@@ -123,6 +123,54 @@ def build_job(spec: JobSpec, config: K8sJobConfig, image: str | None = None) -> 
     )
 
 
+#: The annotation Kubernetes puts on each pod of an Indexed Job: the pod's index.
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+ANNOTATION_MEMBERS = "ccat-workflow-manager/members"
+
+
+def task_script_path(name: str, spec: JobSpec, index: int) -> str:
+    """Where member ``index``'s script goes: a dot-file beside the first member's logs (on
+    the shared workspace, so the pod sees it at the same path; never taken for a product)."""
+    return str(spec.stdout_path.parent / f".{name}-task-{index}.sh")
+
+
+def build_indexed_job(name: str, specs: list[JobSpec], config: K8sJobConfig,
+                      max_parallel: int | None = None) -> client.V1Job:
+    """One Indexed Job for the members of a batch: pod ``i`` runs ``sh`` on member ``i``'s
+    script (see ``render_task_script``), chosen through the pod's completion index.
+
+    ``backoffLimitPerIndex: 0`` (Kubernetes >= 1.29) makes a failed member fail alone: its
+    siblings keep running and the Job lists it in ``status.failedIndexes``.
+    """
+    if not specs:
+        raise ValueError(f"indexed job {name}: no members")
+    template = build_job(specs[0], config, image=specs[0].image)
+    job_name = k8s_name(name)
+    labels = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_JOB: job_name}
+    container = template.spec.template.spec.containers[0]
+    script = task_script_path(name, specs[0], 0).replace("$", "$$")[: -len("0.sh")]
+    container.command = ["/bin/sh", f"{script}$(CCAT_TASK_INDEX).sh"]
+    container.env = [client.V1EnvVar(
+        name="CCAT_TASK_INDEX", value_from=client.V1EnvVarSource(
+            field_ref=client.V1ObjectFieldSelector(
+                field_path=f"metadata.annotations['{INDEX_ANNOTATION}']")))]
+    container.working_dir = str(specs[0].stdout_path.parent)
+    template.metadata = client.V1ObjectMeta(
+        name=job_name, namespace=config.namespace, labels=labels,
+        annotations={ANNOTATION_NAME: name, ANNOTATION_MEMBERS: str(len(specs))})
+    template.spec.template.metadata = client.V1ObjectMeta(labels=labels)
+    template.spec.completion_mode = "Indexed"
+    template.spec.completions = len(specs)
+    template.spec.parallelism = min(max_parallel or len(specs), len(specs))
+    if template.spec.active_deadline_seconds:  # time_hours is per member; the Job runs waves
+        waves = math.ceil(len(specs) / template.spec.parallelism)
+        template.spec.active_deadline_seconds *= waves
+    template.spec.backoff_limit = None
+    template.spec.backoff_limit_per_index = 0
+    return template
+
+
 def as_dict(job: client.V1Job) -> dict[str, Any]:
     """The Job as the API server receives it (camelCase, no None fields)."""
     return client.ApiClient().sanitize_for_serialization(job)

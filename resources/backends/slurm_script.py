@@ -57,8 +57,10 @@ def validate_job_name(name: str) -> str:
     return name
 
 
-def _exec_words(spec: JobSpec) -> list[str]:
-    """``exec env -i NAME=value ... argv``, every value quoted, after validating the spec."""
+def _exec_words(spec: JobSpec, passthrough: Sequence[str] = SLURM_PASSTHROUGH,
+                drop_env: Sequence[str] = ()) -> list[str]:
+    """``exec env -i NAME=value ... argv``, every value quoted, after validating the spec;
+    ``passthrough`` names variables of the job's own environment to keep when set."""
     validate_job_name(spec.name)
     if not spec.argv:
         raise ScriptError(f"job {spec.name}: argv is empty")
@@ -69,8 +71,8 @@ def _exec_words(spec: JobSpec) -> list[str]:
         if "\x00" in value:
             raise ScriptError(f"job {spec.name}: an argument holds a NUL byte")
     words = ["exec", "env", "-i"]
-    words += [f'${{{name}+"{name}=${name}"}}' for name in SLURM_PASSTHROUGH]  # fixed text
-    for name in sorted(spec.env):
+    words += [f'${{{name}+"{name}=${name}"}}' for name in passthrough]  # fixed text
+    for name in sorted(set(spec.env) - set(drop_env)):
         value = spec.env[name]
         if not _ENV_NAME.fullmatch(name):
             raise ScriptError(f"job {spec.name}: environment variable name {name!r} is not "
@@ -90,6 +92,26 @@ def render_script(spec: JobSpec) -> str:
     )
 
 
+def _member_lines(spec: JobSpec, passthrough: Sequence[str] = SLURM_PASSTHROUGH,
+                  drop_env: Sequence[str] = ()) -> list[str]:
+    """Enter the member's working directory, send its output to its own log files, exec."""
+    workdir = _check_text("workdir", str(spec.workdir))
+    stdout = _check_text("stdout_path", str(spec.stdout_path))
+    stderr = _check_text("stderr_path", str(spec.stderr_path))
+    return [f"cd -- {shlex.quote(workdir)} || exit 111",
+            f"exec >>{shlex.quote(stdout)} 2>>{shlex.quote(stderr)}",
+            " \\\n  ".join(_exec_words(spec, passthrough, drop_env))]
+
+
+def render_task_script(spec: JobSpec, *, passthrough: Sequence[str] = (),
+                       drop_env: Sequence[str] = ()) -> str:
+    """A POSIX ``sh`` script running one member of an array whose scheduler cannot give each
+    member its own command (a Kubernetes Indexed Job runs one script per index)."""
+    return ("#!/bin/sh\n"
+            f"# CCAT Workflow Manager job {spec.name}; generated, every value shell-quoted.\n"
+            + "\n".join(_member_lines(spec, passthrough, drop_env)) + "\n")
+
+
 def render_array_script(name: str, specs: Sequence[JobSpec]) -> str:
     """The script of a job array: one ``case`` branch per member, chosen by
     ``SLURM_ARRAY_TASK_ID``, that enters the member's working directory, sends its output
@@ -101,16 +123,7 @@ def render_array_script(name: str, specs: Sequence[JobSpec]) -> str:
              "every value shell-quoted.",
              'case "${SLURM_ARRAY_TASK_ID:-}" in']
     for index, spec in enumerate(specs):
-        workdir = _check_text("workdir", str(spec.workdir))
-        stdout = _check_text("stdout_path", str(spec.stdout_path))
-        stderr = _check_text("stderr_path", str(spec.stderr_path))
-        lines += [
-            f"  {index})",
-            f"    cd -- {shlex.quote(workdir)} || exit 111",
-            f"    exec >>{shlex.quote(stdout)} 2>>{shlex.quote(stderr)}",
-            "    " + " \\\n      ".join(_exec_words(spec)),
-            "    ;;",
-        ]
+        lines += [f"  {index})", *("    " + line for line in _member_lines(spec)), "    ;;"]
     lines += ['  *) echo "no member ${SLURM_ARRAY_TASK_ID:-} in this array" >&2; exit 112;;',
               "esac", ""]
     return "\n".join(lines)

@@ -6,3 +6,4 @@ from tests.execution.conftest import (  # noqa: F401 - fixtures
     slurm_settings_env,
     slurm_target,
 )
+from tests.gaps.conftest import served_env  # noqa: E402, F401 - fixture

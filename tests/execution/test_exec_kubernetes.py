@@ -113,8 +113,8 @@ class FakeApi:
         key, _, values = selector.partition(" in (")
         if values:
             return labels.get(key) in values.rstrip(")").split(",")
-        key, _, value = selector.partition("=")
-        return labels.get(key) == value
+        return all(labels.get(k) == v for k, _, v in
+                   (term.partition("=") for term in selector.split(",")))
 
     def list_namespaced_job(self, namespace, label_selector):
         self.calls.append("list_jobs")
@@ -129,17 +129,27 @@ class FakeApi:
     def patch_namespaced_job(self, name, namespace, body):
         job = self.jobs[name]
         job.metadata.annotations.update(body["metadata"]["annotations"])
-        job.spec.suspend = body["spec"]["suspend"]
+        if "spec" in body:
+            job.spec.suspend = body["spec"]["suspend"]
+
+    def delete_namespaced_pod(self, name, namespace):
+        self.calls.append(f"delete {name}")
+        self.pods = [p for p in self.pods if p.metadata.name != name]
 
     def read_namespaced_pod_log(self, name, namespace, container, tail_lines=None):
         return self.logs.get(name, "")
 
     # helpers for the tests: what the cluster would do
-    def pod(self, job_id: str, *, phase: str, terminated=None, waiting=None) -> None:
+    def pod(self, job_id: str, *, phase: str, terminated=None, waiting=None,
+            index: int | None = None) -> None:
         state = client.V1ContainerState(terminated=terminated, waiting=waiting)
+        labels = {"ccat-workflow-manager/job": job_id}
+        if index is not None:
+            labels["batch.kubernetes.io/job-completion-index"] = str(index)
         self.pods.append(client.V1Pod(
-            metadata=client.V1ObjectMeta(name=f"{job_id}-pod", labels={
-                "ccat-workflow-manager/job": job_id},
+            metadata=client.V1ObjectMeta(
+                name=f"{job_id}-pod" + (f"-{index}" if index is not None else ""),
+                labels=labels,
                 creation_timestamp=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
             status=client.V1PodStatus(phase=phase, container_statuses=[client.V1ContainerStatus(
                 name="step", state=state, image="i", image_id="", ready=False,

@@ -1,0 +1,119 @@
+"""The batch job of a step: one Dagster run executing many of its sub-groups.
+
+Why a job of one op, not the asset itself: Dagster can run many partitions in one run only
+as a contiguous range (``BackfillPolicy.single_run``), and a single-run backfill of an
+arbitrary subset of dynamic partitions is not possible (dagster#15667); gaps are arbitrary
+subsets. So the op reports what an asset run would: a *planned* event per member partition
+when the members are claimed (the UI shows them in progress), an ``AssetMaterialization``
+per completed member with the same metadata and data version as a single run, the member's
+asset-check evaluations, and an asset-failed event per failed member. The run fails when a
+member failed, and Dagster then marks exactly the planned-but-unmaterialized partitions
+failed, never their siblings. A retry of the run reruns only the members without a
+completed run (:func:`ccat_assets.batch.iter_batch`).
+
+(No ``from __future__ import annotations`` here: Dagster reads the context annotation.)
+"""
+
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from ccat_assets.batch import BatchStarted, MemberResult, iter_batch
+from ccat_assets.batch_events import failed_event, planned_events
+from ccat_assets.catalog import PipelineDef, StepDef
+from ccat_assets.checks import check_names, evaluate_checks
+from ccat_assets.factory import materialize_result, step_key
+from resources.execution import ExecutionResource
+from resources.opsdb import OpsDBResource
+
+SUB_GROUPS = "sub_groups"
+
+
+def batch_job_name(pipeline: str, step: str) -> str:
+    return f"{pipeline}__{step}__batch"
+
+
+class BatchConfig(dg.Config):
+    """The sub-groups one batch run executes (the gap sensor fills this in)."""
+
+    sub_groups: list[str]
+
+
+def batched_steps(pipeline: PipelineDef) -> list[StepDef]:
+    """Steps that run in batches: partitioned, with ``batch_size`` above 1."""
+    return [s for s in pipeline.steps if s.partitioned and s.batch_size > 1]
+
+
+def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
+    asset_key = step_key(pipeline.name, step.name)
+    name = batch_job_name(pipeline.name, step.name)
+
+    @dg.op(
+        name=name, out={}, pool=step.pool if step.max_concurrent_runs else None,
+        tags={"ccat/pipeline": pipeline.name, "ccat/step": step.name},
+        description=(f"Runs up to {step.batch_size} sub-groups of {pipeline.name}/{step.name}"
+                     " as one array job; reports each as a materialization of its partition."),
+    )
+    def _batch(context: dg.OpExecutionContext, config: BatchConfig,
+               execution: ExecutionResource, opsdb: OpsDBResource):
+        services = execution.services(context.log.info)
+        failed: list[MemberResult] = []
+        for event in iter_batch(
+                services, pipeline_name=pipeline.name, step_name=step.name,
+                sub_group_keys=config.sub_groups, dagster_run_id=context.run.run_id,
+                trigger_reason=context.run.tags.get("ccat/reason", "manual"),
+                max_parallel=step.max_concurrent_runs):
+            if isinstance(event, BatchStarted):
+                for planned in planned_events(context, asset_key, event.keys):
+                    context.instance.report_dagster_event(planned, run_id=context.run.run_id)
+                continue
+            if event.failed:
+                failed.append(event)
+                context.instance.report_dagster_event(
+                    failed_event(context, asset_key, event.key, event.error or ""),
+                    run_id=context.run.run_id)
+                context.log.error(f"{step.name}/{event.key}: {event.error}")
+            elif event.outcome is not None:
+                yield _materialization(asset_key, event)
+                yield from _check_evaluations(opsdb, asset_key, step, event.key,
+                                              context.run.run_id)
+        if failed:
+            raise dg.Failure(
+                description=(f"{len(failed)} of {len(config.sub_groups)} sub-groups failed: "
+                             + "; ".join(f"{r.key}: {r.error}" for r in failed[:5]))[:4000],
+                metadata={"failed_sub_groups": dg.MetadataValue.json([r.key for r in failed]),
+                          "ops-db run ids": dg.MetadataValue.json(
+                              [r.run_id for r in failed if r.run_id is not None])},
+            )
+
+    @dg.job(name=name, tags={"ccat/pipeline": pipeline.name, "ccat/step": step.name,
+                             "ccat/batch": "true"},
+            description=f"Batches of {pipeline.name}/{step.name}, launched by its gap sensor.")
+    def _job():
+        _batch()
+
+    return _job
+
+
+def _materialization(asset_key: dg.AssetKey, result: MemberResult) -> dg.AssetMaterialization:
+    """The same metadata and data version a single run of the partition records."""
+    single = materialize_result(result.outcome)
+    return dg.AssetMaterialization(
+        asset_key=asset_key, partition=result.key, metadata=single.metadata,
+        tags={"dagster/data_version": result.outcome.fingerprint})
+
+
+def _check_evaluations(opsdb: OpsDBResource, asset_key: dg.AssetKey, step: StepDef, key: str,
+                       dagster_run_id: str) -> Iterator[dg.AssetCheckEvaluation]:
+    """The step's asset checks on this member, as the checks op of a single run gives them."""
+    names = check_names(step)
+    with opsdb.sessions().begin() as session:
+        results = evaluate_checks(session, step, key, set(names), dagster_run_id)
+    for name in names:
+        yield dg.AssetCheckEvaluation(asset_key=asset_key, check_name=name, partition=key,
+                                      **results[name])
+
+
+def build_batch_jobs(pipeline: PipelineDef) -> list[dg.JobDefinition]:
+    return [build_batch_job(pipeline, s) for s in batched_steps(pipeline)]

@@ -1,0 +1,90 @@
+"""The batch job in Dagster: one run, each member its own partition materialization with the
+single-run metadata and checks; a failed member is the only partition marked failed; the
+retried run reruns only that member. Real Dagster instance, local backend, both databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+
+from ccat_assets.batch_job import batch_job_name
+from ccat_assets.definitions import load_definitions
+from ccat_assets.grouping import subgroup_key
+from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
+from ccat_assets.opsdb.session import session_scope
+from tests.execution.conftest import apply_and_ingest
+from tests.factories import pipeline_spec
+
+SCANS = [(f"scan-{i:03d}", "NGC253", "CO43") for i in range(4)]
+KEYS = [subgroup_key(["executed_obs_unit"], [scan]) for scan, _, _ in SCANS]
+ASSET = dg.AssetKey(["ccat", "chai_test", "calibrate"])
+PARTITIONS = "chai_test__executed_obs_unit"
+
+
+@pytest.fixture
+def batched(ccat_env: Path, tmp_path: Path) -> Path:
+    spec = pipeline_spec(tmp_path / "processing", extra_step_params={"fail_sub_group": KEYS[1]})
+    spec["pipelines"][0]["steps"][0]["batch_size"] = 50
+    apply_and_ingest(tmp_path, spec, SCANS)
+    return tmp_path
+
+
+def _run_batch(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str],
+               **kwargs) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def(batch_job_name("chai_test", "calibrate"))
+    return job.execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {batch_job_name("chai_test", "calibrate"):
+                            {"config": {"sub_groups": keys}}}}, **kwargs)
+
+
+def _failed_partitions(instance: dg.DagsterInstance, defs: dg.Definitions) -> set[str]:
+    partitions_def = defs.resolve_assets_def(ASSET).partitions_def
+    value = get_and_update_asset_status_cache_value(instance, ASSET, partitions_def)
+    return set(value.deserialize_failed_partition_subsets(partitions_def).get_partition_keys())
+
+
+def test_batch_run_materializes_each_member_and_fails_only_the_failed_one(batched: Path) -> None:
+    defs = load_definitions()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(PARTITIONS, KEYS)
+        result = _run_batch(defs, instance, KEYS)
+
+        assert not result.success  # a member failed, so the run did
+        materialized = instance.get_materialized_partitions(ASSET)
+        assert materialized == set(KEYS) - {KEYS[1]}
+        assert _failed_partitions(instance, defs) == {KEYS[1]}
+        event = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=ASSET, asset_partitions=[KEYS[0]]), limit=1
+        ).records[0].asset_materialization
+        assert event.metadata["sub_group"].value == KEYS[0]
+        assert event.metadata["raw_packages"].value == 1
+        assert event.tags["dagster/data_version"].startswith("sha256:")
+        checks = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(ASSET, "files_match_checksums"), limit=10)
+        assert {c.event.asset_check_evaluation.partition for c in checks
+                if c.event is not None} == set(KEYS) - {KEYS[1]}
+        failure = result.failure_data_for_node(batch_job_name("chai_test", "calibrate"))
+        assert KEYS[1] in failure.user_failure_data.description
+
+        # Dagster's retry of the run (same config, parent run): only the failed member runs
+        retry = _run_batch(defs, instance, KEYS, tags={"dagster/parent_run_id": result.run_id})
+        assert not retry.success
+        with session_scope() as session:
+            rows = list(session.execute(sa.select(ExecutedReductionStep.sub_group_key,
+                                                  ExecutedReductionStep.status)))
+        assert sorted(k for k, s in rows if s == RunStatus.COMPLETED) == sorted(
+            set(KEYS) - {KEYS[1]})
+        assert [k for k, s in rows if s == RunStatus.FAILED] == [KEYS[1], KEYS[1]]
+        assert len(rows) == len(KEYS) + 1
+
+
+def test_batch_job_exists_only_for_batched_steps(batched: Path) -> None:
+    defs = load_definitions()
+    assert defs.resolve_job_def(batch_job_name("chai_test", "calibrate"))
+    with pytest.raises(Exception, match="grid__batch"):
+        defs.resolve_job_def(batch_job_name("chai_test", "grid"))
