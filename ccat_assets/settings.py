@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         description="A gap sensor reloads its pipeline's whole state at least this often, "
                     "even when the cheap change check saw nothing (0: every tick).",
     )
+    reconcile_orphan_age_seconds: int = Field(
+        default=3600, ge=0,
+        description="Reconciliation fails an in-flight run with no Dagster run this instance "
+                    "knows (started by the CLI or a script) only after it has not changed for "
+                    "this long, and only when its job is no longer live; also how long the "
+                    "announced retry of a failed Dagster run may take to start.",
+    )
     workspace_gc_min_free_gb: float = Field(
         default=10.0, ge=0,
         description="The workspace janitor frees intermediates when the filesystem of "

@@ -1,5 +1,5 @@
 """Dagster automation of the pipelines: gap sensors (CONTINUOUS), gap schedules (CRON), the
-run-status sensors that keep the ops-db true to Dagster, and pool limits.
+run-status and reconciliation sensors that keep the ops-db true to Dagster, and pool limits.
 
 MANUAL pipelines get nothing automatic: their partitions are materialized or backfilled by
 hand (``ccat-wm partitions sync`` registers the keys first).
@@ -18,6 +18,7 @@ from ccat_assets.gapstate.load import serves_location
 from ccat_assets.opsdb import TriggerType
 from ccat_assets.settings import Settings
 from sensors.gap_sensor import LaunchableJob, build_gap_sensor
+from sensors.reconcile import ccat_reconcile_sensor
 from sensors.run_status import RUN_STATUS_SENSORS
 from sensors.schedules import build_gap_schedules
 from sensors.workspace_janitor import build_workspace_janitor_sensor
@@ -30,7 +31,8 @@ def build_automation(catalog: list[PipelineDef], settings: Settings,
     per-grain and batch jobs, which the gap sensors target (built here when not given)."""
     if jobs is None:
         jobs = {p.name: [*build_pipeline_jobs(p), *build_batch_jobs(p)] for p in catalog}
-    sensors: list[dg.SensorDefinition] = [*RUN_STATUS_SENSORS, build_workspace_janitor_sensor()]
+    sensors: list[dg.SensorDefinition] = [
+        *RUN_STATUS_SENSORS, ccat_reconcile_sensor, build_workspace_janitor_sensor()]
     schedules: list[dg.ScheduleDefinition] = []
     for pipeline in catalog:
         served = serves_location(settings.processing_location_id,

@@ -4,6 +4,12 @@ A run canceled from the UI, or a run worker that died, leaves its ExecutedReduct
 flight, which would block its (step, sub-group) for ever. These sensors move such rows to
 FAILED or CANCELLED (through the lifecycle), with the reason, and cancel the HPC job. A failed
 run Dagster will retry is left alone: the retry re-attaches to the still-running job.
+
+Each then runs the reconciliation (``sensors/reconcile.py``) over the rows whose Dagster run
+this instance knows: it catches what the rows of this one run do not, such as a row still
+naming the failed parent of a retry that itself failed before it claimed the row. It is one
+ops-db query and one run-storage query; rows without a Dagster run are left to
+``ccat_reconcile_sensor``.
 """
 
 from __future__ import annotations
@@ -16,8 +22,7 @@ from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
 from resources.hpc import make_backend
-
-WILL_RETRY_TAG = "dagster/will_retry"
+from sensors.reconcile import WILL_RETRY_TAG, reconcile
 
 
 def settle_runs(dagster_run_id: str, status: RunStatus, reason: str) -> list[int]:
@@ -46,6 +51,16 @@ def settle_runs(dagster_run_id: str, status: RunStatus, reason: str) -> list[int
     return [run_id for run_id, _ in changed]
 
 
+def _reconcile_after(context: dg.RunStatusSensorContext) -> None:
+    """Reconcile the Dagster-run rows; a failure here must not fail the tick (the settled
+    rows above are committed, and ``ccat_reconcile_sensor`` tries again within a minute)."""
+    try:
+        reconcile(context.instance, include_orphans=False, log=context.log.info)
+    except Exception as exc:
+        context.log.warning(f"reconciliation after run {context.dagster_run.run_id} "
+                            f"failed: {exc}")
+
+
 def _failure_reason(context: dg.RunFailureSensorContext) -> str:
     message = context.failure_event.message or "the Dagster run failed"
     return f"Dagster run {context.dagster_run.run_id} failed: {message}"[:2000]
@@ -60,10 +75,11 @@ def ccat_run_failure_sensor(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
     if run.tags.get(WILL_RETRY_TAG) == "true":
         context.log.info(f"run {run.run_id} will be retried; its job is left running")
-        return
-    changed = settle_runs(run.run_id, RunStatus.FAILED, _failure_reason(context))
-    if changed:
-        context.log.info(f"run {run.run_id}: ops-db runs {changed} marked FAILED")
+    else:
+        changed = settle_runs(run.run_id, RunStatus.FAILED, _failure_reason(context))
+        if changed:
+            context.log.info(f"run {run.run_id}: ops-db runs {changed} marked FAILED")
+    _reconcile_after(context)
 
 
 @dg.run_status_sensor(
@@ -78,6 +94,7 @@ def ccat_run_canceled_sensor(context: dg.RunStatusSensorContext) -> None:
                           f"Dagster run {run.run_id} was canceled")
     if changed:
         context.log.info(f"run {run.run_id}: ops-db runs {changed} marked CANCELLED")
+    _reconcile_after(context)
 
 
 RUN_STATUS_SENSORS = [ccat_run_failure_sensor, ccat_run_canceled_sensor]

@@ -11,7 +11,8 @@ from ccat_assets.cli.db import db
 from ccat_assets.cli.gaps import gaps
 from ccat_assets.cli.grouping import grouping
 from ccat_assets.cli.partitions import partitions
-from ccat_assets.cli.products import lineage, products, runs
+from ccat_assets.cli.products import lineage, products
+from ccat_assets.cli.runs import runs
 from ccat_assets.cli.specs import apply, ingest, pipelines, validate
 from ccat_assets.cli.workspace import workspace
 

@@ -1,4 +1,4 @@
-"""``ccat-wm products / runs / lineage``: what was made, by which run, from which raw data.
+"""``ccat-wm products / lineage``: what was made, by which run, from which raw data.
 
 Every command prints a readable table or tree by default and the same information as JSON
 with ``--json``, for tools.
@@ -11,13 +11,12 @@ from typing import Any
 import click
 
 from ccat_assets.cli.common import echo_json, opsdb_session
-from ccat_assets.opsdb import DataProductType, RunStatus
+from ccat_assets.opsdb import DataProductType
 from ccat_assets.prov_export import dumps as prov_dumps
 from ccat_assets.provenance import (
     UnknownPackage,
     UnknownProduct,
     list_products,
-    list_runs,
     load_lineage,
     products_using,
     raw_ancestry,
@@ -69,31 +68,6 @@ def products(pipeline: str | None, step: str | None, sub_group: str | None,
         click.echo(f"{r['id']:>7} {r['type']:12} {_size(r['size_bytes']):>10} {state:9} "
                    f"{r['pipeline']}/{r['step']} {r['sub_group_key']} run {r['run_id']} "
                    f"{r['relative_path']}")
-
-
-@click.command()
-@click.option("--pipeline", "-p", help="Only runs of this pipeline.")
-@click.option("--step", "-s", help="Only runs of this step.")
-@click.option("--status", type=_choice(RunStatus), help="Only runs in this status.")
-@LIMIT
-@JSON
-def runs(pipeline: str | None, step: str | None, status: str | None, limit: int,
-         as_json: bool) -> None:
-    """List runs (ExecutedReductionSteps) with their status, software and products."""
-    with opsdb_session() as session:
-        rows = list_runs(session, pipeline=pipeline, step=step, limit=limit,
-                         status=RunStatus(status.upper()) if status else None)
-    if as_json:
-        echo_json(rows)
-        return
-    if not rows:
-        click.echo("no runs match")
-        return
-    for r in rows:
-        tail = f"  {r['error_message']}" if r["error_message"] else ""
-        click.echo(f"{r['id']:>7} {r['status']:18} {r['pipeline']}/{r['step']} "
-                   f"{r['sub_group_key']}  {r['software']}  {r['products']} product(s)"
-                   f"  {r['finished_at'] or '-'}{tail}")
 
 
 @click.command()
