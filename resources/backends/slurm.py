@@ -43,6 +43,7 @@ from resources.backends.ssh import SSHConnection, SSHError, SSHTarget, shared_co
 
 log = logging.getLogger("ccat.backends.slurm")
 _JOB_ID = re.compile(r"\d+(_\d+)?")
+_ARRAY_ID = re.compile(r"\d+")
 
 
 class SlurmError(RuntimeError):
@@ -120,30 +121,37 @@ class SlurmBackend:
                           spec.stderr_path.parent.as_posix(), spec.workdir.as_posix()}:
             self.ssh.makedirs(directory)
         self.ssh.write_file(path, script.encode(), mode=0o700)
+        job_id = self._sbatch(argv, f"job {spec.name}", _JOB_ID,
+                              lambda: self.find(spec.name, spec.workdir))
+        self._log_paths[job_id] = (str(spec.stdout_path), str(spec.stderr_path))
+        return job_id
+
+    def _sbatch(self, argv: list[str], what: str, id_pattern: re.Pattern[str],
+                lookup: Callable[[], str | None]) -> str:
+        """Run ``sbatch``; after a transient SSH failure (accepted or not?) ``lookup`` asks
+        SLURM before any new attempt, so the job is never submitted twice."""
         last_error: Exception | None = None
         for attempt in range(1, self.submit_attempts + 1):
             try:
                 result = self.ssh.run(argv, retry=False, timeout_s=60)
             except SSHError as exc:
-                # sbatch may have been accepted before the connection broke: look first
                 last_error = exc
-                found = self.find(spec.name, spec.workdir)
+                found = lookup()
                 if found is not None:
                     log.warning("sbatch of %s lost its answer (%s) but SLURM has job %s",
-                                spec.name, exc, found)
+                                what, exc, found)
                     return found
-                log.warning("sbatch of %s failed (%s); attempt %d of %d", spec.name, exc,
+                log.warning("sbatch of %s failed (%s); attempt %d of %d", what, exc,
                             attempt + 1, self.submit_attempts)
                 continue
             if not result.ok:
-                raise SlurmError(f"sbatch rejected job {spec.name}: "
+                raise SlurmError(f"sbatch rejected {what}: "
                                  f"{(result.stderr or result.stdout).strip()[-500:]}")
             job_id = result.stdout.strip().splitlines()[-1].split(";")[0].strip()
-            if not _JOB_ID.fullmatch(job_id):
+            if not id_pattern.fullmatch(job_id):
                 raise SlurmError(f"sbatch answered {result.stdout.strip()!r}, not a job id")
-            self._log_paths[job_id] = (str(spec.stdout_path), str(spec.stderr_path))
             return job_id
-        raise SlurmError(f"could not submit job {spec.name}: {last_error}")
+        raise SlurmError(f"could not submit {what}: {last_error}")
 
     def submit_array(self, name: str, specs: Sequence[JobSpec],
                      max_parallel: int | None = None) -> list[str]:
@@ -177,37 +185,12 @@ class SlurmBackend:
         for directory in sorted(directories):
             self.ssh.makedirs(directory)
         self.ssh.write_file(path, script.encode(), mode=0o700)
-        last_error: Exception | None = None
-        for attempt in range(1, self.submit_attempts + 1):
-            try:
-                result = self.ssh.run(argv, retry=False, timeout_s=60)
-            except SSHError as exc:  # accepted or not? look before trying again
-                last_error = exc
-                found = self.find_array(name, log_dir)
-                if found is not None:
-                    return found
-                log.warning("sbatch of array %s failed (%s); attempt %d of %d", name, exc,
-                            attempt + 1, self.submit_attempts)
-                continue
-            if not result.ok:
-                raise SlurmError(f"sbatch rejected job array {name}: "
-                                 f"{(result.stderr or result.stdout).strip()[-500:]}")
-            job_id = result.stdout.strip().splitlines()[-1].split(";")[0].strip()
-            if not job_id.isdigit():
-                raise SlurmError(f"sbatch answered {result.stdout.strip()!r}, not an array id")
-            return job_id
-        raise SlurmError(f"could not submit job array {name}: {last_error}")
+        return self._sbatch(argv, f"job array {name}", _ARRAY_ID,
+                            lambda: self.find_array(name, log_dir))
 
     def find_array(self, name: str, workdir: str) -> str | None:
         """The id of the newest job array named ``name`` of our user run from ``workdir``."""
-        validate_job_name(name)
-        user = self.ssh.target.user
-        queue, acct = self.ssh.run_batch([
-            ["squeue", "--noheader", "--states=all", f"--user={user}", f"--name={name}",
-             "--format=%F|%Z"],
-            ["sacct", "-X", "-n", "-P", f"--user={user}", f"--name={name}",
-             f"--starttime=now-{self.find_lookback_days}days", "--format=JobID,WorkDir"],
-        ])
+        queue, acct = self._lookup(name, queue_id="%F", acct_id="JobID")
         found = set()
         for line in (queue.stdout + "\n" + acct.stdout).splitlines():
             job_id, sep, job_dir = line.strip().partition("|")
@@ -217,6 +200,18 @@ class SlurmBackend:
         if not found and not (queue.ok or acct.ok):
             raise SlurmError(f"cannot look up job array {name}: {queue.stdout.strip()[-300:]}")
         return str(max(found)) if found else None
+
+    def _lookup(self, name: str, *, queue_id: str, acct_id: str) -> list[Any]:
+        """Jobs named ``name`` of our user as ``id|workdir`` lines: live ones (squeue) and
+        those of the last ``find_lookback_days`` (sacct), in one SSH round trip."""
+        validate_job_name(name)
+        user = self.ssh.target.user
+        return self.ssh.run_batch([
+            ["squeue", "--noheader", "--states=all", f"--user={user}", f"--name={name}",
+             f"--format={queue_id}|%Z"],
+            ["sacct", "-X", "-n", "-P", f"--user={user}", f"--name={name}",
+             f"--starttime=now-{self.find_lookback_days}days", f"--format={acct_id},WorkDir"],
+        ])
 
     def find(self, name: str, workdir: Path | None = None) -> str | None:
         """The newest job named ``name`` of our user, live (squeue) or finished (sacct);
@@ -231,14 +226,7 @@ class SlurmBackend:
         reset database) can reuse one, so ``submit`` also matches the working directory,
         which holds the run's own directory.
         """
-        validate_job_name(name)
-        user = self.ssh.target.user
-        queue, acct = self.ssh.run_batch([
-            ["squeue", "--noheader", "--states=all", f"--user={user}", f"--name={name}",
-             "--format=%i|%Z"],
-            ["sacct", "-X", "-n", "-P", f"--user={user}", f"--name={name}",
-             f"--starttime=now-{self.find_lookback_days}days", "--format=JobIDRaw,WorkDir"],
-        ])
+        queue, acct = self._lookup(name, queue_id="%i", acct_id="JobIDRaw")
         found: dict[str, str] = {}
         for line in (queue.stdout + "\n" + acct.stdout).splitlines():
             job_id, sep, job_dir = line.strip().partition("|")

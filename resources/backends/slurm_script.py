@@ -150,6 +150,16 @@ def resource_options(resources: Mapping[str, Any]) -> list[str]:
     return options
 
 
+def _site_options(partition: str, account: str, extra: Sequence[str]) -> list[str]:
+    """The site's partition, account and extra options, checked."""
+    options = []
+    if partition:
+        options.append(f"--partition={_check_text('partition', partition)}")
+    if account:
+        options.append(f"--account={_check_text('account', account)}")
+    return options + [_check_text("extra sbatch option", option) for option in extra]
+
+
 def sbatch_argv(spec: JobSpec, script_path: str, *, partition: str = "", account: str = "",
                 extra: Sequence[str] = ()) -> list[str]:
     """``sbatch --parsable`` with the job's name, resources, log paths and working dir."""
@@ -159,13 +169,8 @@ def sbatch_argv(spec: JobSpec, script_path: str, *, partition: str = "", account
             f"--error={_check_log_path('stderr_path', str(spec.stderr_path))}",
             f"--chdir={_check_text('workdir', str(spec.workdir))}",
             "--no-requeue", "--open-mode=append"]
-    if partition:
-        argv.append(f"--partition={_check_text('partition', partition)}")
-    if account:
-        argv.append(f"--account={_check_text('account', account)}")
-    argv += [_check_text("extra sbatch option", option) for option in extra]
-    argv.append(_check_text("script path", script_path))
-    return argv
+    return argv + _site_options(partition, account, extra) + [
+        _check_text("script path", script_path)]
 
 
 def sbatch_array_argv(name: str, specs: Sequence[JobSpec], script_path: str, log_dir: str, *,
@@ -192,10 +197,5 @@ def sbatch_array_argv(name: str, specs: Sequence[JobSpec], script_path: str, log
             f"--array=0-{len(specs) - 1}{throttle}", *resource_options(resources),
             f"--output={log_dir}/.{name}-%a.out", f"--error={log_dir}/.{name}-%a.out",
             f"--chdir={log_dir}", "--no-requeue", "--open-mode=append"]
-    if partition:
-        argv.append(f"--partition={_check_text('partition', partition)}")
-    if account:
-        argv.append(f"--account={_check_text('account', account)}")
-    argv += [_check_text("extra sbatch option", option) for option in extra]
-    argv.append(_check_text("script path", script_path))
-    return argv
+    return argv + _site_options(partition, account, extra) + [
+        _check_text("script path", script_path)]
