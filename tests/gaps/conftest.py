@@ -32,5 +32,7 @@ def continuous(served_env: Path, tmp_path: Path) -> Path:
     ingest(tmp_path, SCANS)
     return tmp_path
 
-# The production PostgreSQL instance config, for the daemon test (issue: deployment).
+# The daemon tests: a real dagster-daemon (tests/daemonkit.py, shared with tests/reliability)
+# and the production PostgreSQL instance config (issue: deployment).
+from tests.daemonkit import daemon_env_fixture, daemon_fixture  # noqa: E402, F401
 from tests.deploy.conftest import postgres_dagster_home  # noqa: E402, F401

@@ -4,106 +4,17 @@ program), and new data later reprocesses only what it touches."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
 
-from ccat_assets.opsdb import ExecutedReductionStep, ReductionStep, RunStatus
+from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import session_scope
+from tests.daemonkit import BIN, completed_runs, run_cli, wait_for
 from tests.gaps.gapkit import PIPELINE, SCANS, apply_pipeline, ingest, map_key, scan_key
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-TIMEOUT_S = 100
-
-
-def completed_runs() -> Counter[tuple[str, str]]:
-    with session_scope() as session:
-        rows = session.execute(
-            sa.select(ReductionStep.name, ExecutedReductionStep.sub_group_key)
-            .join(ReductionStep, ReductionStep.id == ExecutedReductionStep.reduction_step_id)
-            .where(ExecutedReductionStep.status == RunStatus.COMPLETED)).all()
-    return Counter((step, key) for step, key in rows)
-
-
-def failed_runs() -> list[str]:
-    with session_scope() as session:
-        return list(session.scalars(sa.select(ExecutedReductionStep.error_message).where(
-            ExecutedReductionStep.status == RunStatus.FAILED)))
-
-
-def run_cli(args: list[str], env: dict[str, str]) -> str:
-    result = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=180, check=False)
-    assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def wait_for(what: str, done: Callable[[], bool], daemon: subprocess.Popen[bytes],
-             log: Path) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        if done():
-            return
-        assert daemon.poll() is None, f"the daemon exited:\n{log.read_text()[-3000:]}"
-        assert not failed_runs(), failed_runs()
-        time.sleep(1)
-    pytest.fail(f"timed out waiting for {what}; completed: {dict(completed_runs())}\n"
-                f"{log.read_text()[-3000:]}")
-
-
-@pytest.fixture
-def daemon_env(served_env: Path, tmp_path: Path, request: pytest.FixtureRequest
-               ) -> dict[str, str]:
-    """A fresh DAGSTER_HOME and a workspace file. With the ops-db on PostgreSQL, the Dagster
-    instance is on PostgreSQL too, configured by the production deploy/dagster.postgres.yaml;
-    on SQLite it is the repository's embedded dagster.yaml."""
-    if request.getfixturevalue("db_url").startswith("postgresql"):
-        home = request.getfixturevalue("postgres_dagster_home")
-    else:
-        home = tmp_path / "dagster-home"
-        home.mkdir()
-        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    (tmp_path / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"python_module": {
-        "module_name": "ccat_assets.definitions", "location_name": "ccat_assets.definitions",
-        "working_directory": str(ROOT)}}]}))
-    env = {**os.environ, "DAGSTER_HOME": str(home),
-           "CCAT_WORKFLOW_MANAGER_SENSOR_INTERVAL_SECONDS": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    # Create the instance before the daemon starts (a brand-new SQLite DAGSTER_HOME raced).
-    subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, check=True,
-                   capture_output=True, timeout=120)
-    return env
-
-
-@pytest.fixture
-def daemon(daemon_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
-    log = tmp_path / "daemon.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", str(tmp_path / "workspace.yaml")],
-            env=daemon_env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    try:
-        yield process, log
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
 
 
 @pytest.mark.integration
