@@ -34,6 +34,11 @@ def batch_job_name(pipeline: str, step: str) -> str:
     return f"{pipeline}__{step}__batch"
 
 
+def batch_op_name(pipeline: str, step: str) -> str:
+    """The job's one op; Dagster wants op and job names distinct within a repository."""
+    return f"{pipeline}__{step}__members"
+
+
 class BatchConfig(dg.Config):
     """The sub-groups one batch run executes (the gap sensor fills this in)."""
 
@@ -50,7 +55,8 @@ def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
     name = batch_job_name(pipeline.name, step.name)
 
     @dg.op(
-        name=name, out={}, pool=step.pool if step.max_concurrent_runs else None,
+        name=batch_op_name(pipeline.name, step.name), out={},
+        pool=step.pool if step.max_concurrent_runs else None,
         tags={"ccat/pipeline": pipeline.name, "ccat/step": step.name},
         description=(f"Runs up to {step.batch_size} sub-groups of {pipeline.name}/{step.name}"
                      " as one array job; reports each as a materialization of its partition."),

@@ -28,13 +28,20 @@ def main(pipeline_name: str) -> None:
     with session_scope() as s:
         runs = s.execute(
             sa.select(ReductionStep.name, ExecutedReductionStep.status, ExecutedReductionStep.id,
-                      ExecutedReductionStep.sub_group_key)
+                      ExecutedReductionStep.sub_group_key, ExecutedReductionStep.dagster_run_id)
             .join(ExecutedReductionStep.step).join(Pipeline)
             .where(Pipeline.name == pipeline_name).order_by(ExecutedReductionStep.id)).all()
         by_step = collections.Counter((r.name, r.status.value) for r in runs)
         print("runs by step and status:")
         for (step, status), n in sorted(by_step.items()):
             print(f"  {step:12} {status:10} {n:4d}")
+        dagster_runs = collections.defaultdict(set)
+        for r in runs:
+            dagster_runs[r.name].add(r.dagster_run_id)
+        print("Dagster runs by step (a batch runs many sub-groups in one run and one array job):")
+        for step, ids in sorted(dagster_runs.items()):
+            members = sum(1 for r in runs if r.name == step)
+            print(f"  {step:12} {len(ids):4d} Dagster runs for {members} sub-group runs")
         per_key = collections.Counter((r.name, r.sub_group_key) for r in runs)
         rerun = sorted(k for k, n in per_key.items() if n > 1)
         print(f"sub-groups reduced more than once (new data touched them): {len(rerun)}")

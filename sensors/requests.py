@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from ccat_assets.batch_job import SUB_GROUPS, batch_job_name
+from ccat_assets.batch_job import SUB_GROUPS, batch_job_name, batch_op_name
 from ccat_assets.catalog import PipelineDef
 from ccat_assets.factory import grain_job_name, step_key
 from ccat_assets.gaps import Decision
@@ -57,7 +57,8 @@ def batch_run_request(pipeline: PipelineDef, decisions: Sequence[Decision]) -> d
     return dg.RunRequest(
         run_key=batch_run_key(decisions),
         job_name=name,
-        run_config={"ops": {name: {"config": {SUB_GROUPS: keys}}}},
+        run_config={"ops": {batch_op_name(pipeline.name, step.name): {
+            "config": {SUB_GROUPS: keys}}}},
         tags={
             "dagster/priority": str(pipeline.priority),
             "ccat/pipeline": pipeline.name,

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
-from ccat_assets.batch_job import batch_job_name
+from ccat_assets.batch_job import batch_job_name, batch_op_name
 from ccat_assets.definitions import load_definitions
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
@@ -38,7 +38,7 @@ def _run_batch(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[st
     job = defs.resolve_job_def(batch_job_name("chai_test", "calibrate"))
     return job.execute_in_process(
         instance=instance, raise_on_error=False,
-        run_config={"ops": {batch_job_name("chai_test", "calibrate"):
+        run_config={"ops": {batch_op_name("chai_test", "calibrate"):
                             {"config": {"sub_groups": keys}}}}, **kwargs)
 
 
@@ -68,7 +68,7 @@ def test_batch_run_materializes_each_member_and_fails_only_the_failed_one(batche
             dg.AssetCheckKey(ASSET, "files_match_checksums"), limit=10)
         assert {c.event.asset_check_evaluation.partition for c in checks
                 if c.event is not None} == set(KEYS) - {KEYS[1]}
-        failure = result.failure_data_for_node(batch_job_name("chai_test", "calibrate"))
+        failure = result.failure_data_for_node(batch_op_name("chai_test", "calibrate"))
         assert KEYS[1] in failure.user_failure_data.description
 
         # Dagster's retry of the run (same config, parent run): only the failed member runs
@@ -85,6 +85,7 @@ def test_batch_run_materializes_each_member_and_fails_only_the_failed_one(batche
 
 def test_batch_job_exists_only_for_batched_steps(batched: Path) -> None:
     defs = load_definitions()
+    defs.get_repository_def().load_all_definitions()  # what a code server does: all valid
     assert defs.resolve_job_def(batch_job_name("chai_test", "calibrate"))
     with pytest.raises(Exception, match="grid__batch"):
         defs.resolve_job_def(batch_job_name("chai_test", "grid"))

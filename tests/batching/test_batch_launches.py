@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ccat_assets.batch_job import batch_job_name
+from ccat_assets.batch_job import batch_job_name, batch_op_name
 from ccat_assets.catalog import load_catalog
 from ccat_assets.definitions import load_definitions
 from ccat_assets.gap_batches import plan_launches
@@ -64,7 +64,8 @@ def test_gap_sensor_launches_batches_and_counts_their_members_in_flight(
         first = tick(defs, instance)
         requests = first.run_requests
         assert [r.job_name for r in requests] == [job_name] * 3
-        members = [r.run_config["ops"][job_name]["config"]["sub_groups"] for r in requests]
+        op_name = batch_op_name(PIPELINE, "calibrate")
+        members = [r.run_config["ops"][op_name]["config"]["sub_groups"] for r in requests]
         assert members == [keys[0:2], keys[2:4], keys[4:5]]
         assert requests[0].tags["ccat/batch"] == "true"
         assert requests[0].tags["ccat/batch_size"] == "2"
