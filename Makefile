@@ -36,11 +36,17 @@ ui: $(STAMP)
 	$(BIN)/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # Benchmarks print JSON; PostgreSQL ones use CCAT_TEST_DATABASE_URL (default: the local server).
+# Each writes bench/results/<name>.json (kept as it was if the benchmark fails), then
+# bench/report.py writes bench/results/REPORT.md. `make bench BENCHES=overhead` runs a subset.
+BENCHES ?= grouping gap_sensor collect overhead
 bench: export CCAT_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 bench: $(STAMP)
 	mkdir -p bench/results
-	for b in grouping gap_sensor collect; do \
-	  PYTHONPATH=$(CURDIR) $(BIN)/python bench/$$b.py > bench/results/$$b.json || exit 1; done
+	for b in $(BENCHES); do \
+	  PYTHONPATH=$(CURDIR) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/$$b.py \
+	    > bench/results/$$b.json.partial || exit 1; \
+	  mv bench/results/$$b.json.partial bench/results/$$b.json; done
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/report.py
 
 clean:
 	rm -rf var .pytest_cache

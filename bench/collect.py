@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from bench.scratch_db import scratch_database
+from bench.targets import figure
 from ccat_assets.collect import HASH_THREADS, checksums, collect_run
 from ccat_assets.contract import RunLayout
 from ccat_assets.opsdb import (
@@ -370,6 +371,31 @@ def run_lineage(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         }
 
 
+def key_figures(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Throughput beside sha256sum and lineage query times, for the report."""
+    rows = []
+    if "collection" in report:
+        collection = report["collection"]
+        rows.append(figure(f"sha256sum, {collection['files']} files",
+                           collection["sha256sum"]["throughput_mb_s"], "MB/s"))
+        for r in collection["collect_run"]:
+            rows.append(figure(f"collect_run, {r['database']}", r["throughput_mb_s"], "MB/s"))
+            rows.append(figure(f"collect_run / sha256sum, {r['database']}",
+                               r["ratio_to_sha256sum"], "x"))
+    for r in report.get("lineage", []):
+        what = f"{r['database']}, map of {r['map']['raw_packages']} raw packages"
+        forward = r["which_raw_data_made_this_map"]
+        rows += [figure(f"lineage: which raw data made this map, median, {what}",
+                        forward["median_ms"], "ms"),
+                 figure(f"lineage: which raw data made this map, p95, {what}",
+                        forward["p95_ms"], "ms"),
+                 figure(f"lineage: what used this raw package, median, {r['database']}",
+                        r["what_used_this_raw_package"]["median_ms"], "ms"),
+                 figure(f"lineage: full graph without files, median, {what}",
+                        r["full_graph_without_files"]["median_ms"], "ms")]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=200)
@@ -394,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         report["collection"] = run_collection(args)
     if not args.skip_lineage:
         report["lineage"] = [run_lineage(kind, args) for kind in args.databases]
+    report |= {"targets": [], "figures": key_figures(report)}  # no targets recorded in docs/
     print(json.dumps(report, indent=2))
     return 0
 

@@ -1,5 +1,6 @@
 """A migrated, empty ops-db for a benchmark, removed afterwards (PostgreSQL: a private schema
-on the given server, so benchmarks never touch the shared ``public`` schema)."""
+on the given server, so benchmarks never touch the shared ``public`` schema); and an empty
+PostgreSQL database of its own for a benchmark's Dagster instance."""
 
 from __future__ import annotations
 
@@ -50,4 +51,21 @@ def scratch_database(kind: str, postgres_url: str | None, prefix: str
             engine.dispose()
         with admin.begin() as connection:
             connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def scratch_postgres_database(postgres_url: str, prefix: str) -> Iterator[str]:
+    """Yield the URL of a new, empty database on the server of ``postgres_url``, dropped
+    afterwards even if a process (a daemon, a code server) still holds a connection."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(normalize_url(postgres_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield (sa.make_url(normalize_url(postgres_url)).set(database=name)
+               .render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
