@@ -26,6 +26,7 @@ declare -A PKG=(
   [ssh-keyscan]=openssh-client
   [mysql]=mariadb-client
   [python3]=python3
+  [bwrap]=bubblewrap          # a real container stand-in for the contract tests
 )
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }

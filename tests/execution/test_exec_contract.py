@@ -12,8 +12,6 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pytest
-
 from ccat_assets.execute import execute_partition
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb.enums import DataProductType
@@ -21,6 +19,7 @@ from ccat_assets.settings import get_settings
 from resources.apptainer import ApptainerRuntime, HostRuntime
 from resources.backends.local import LocalBackend
 from resources.staging import make_stager
+from tests.conftest import require_service
 from tests.execution.conftest import apply_and_ingest
 from tests.execution.schema_check import errors
 from tests.factories import pipeline_spec
@@ -127,8 +126,8 @@ class BwrapStandInRuntime:
 def test_contract_layout_and_read_only_mounts_in_a_bubblewrap_stand_in(
     ccat_env: Path, tmp_path: Path, make_services,
 ) -> None:
-    if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap is not installed (apt-get install -y bubblewrap)")
+    require_service(shutil.which("bwrap") is not None,
+                    "bubblewrap (installed by scripts/services/install.sh)")
     pwned = f"/tmp/pwned-{uuid.uuid4().hex[:10]}"
     tricky = f"x=1,y=2 \"q\" $(touch {pwned}) `id`"
     spec = pipeline_spec(tmp_path / "processing")
