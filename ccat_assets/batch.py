@@ -14,19 +14,22 @@ completed (``skip_completed``) and re-attaches to the jobs of those still in fli
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ccat_assets.execute import (
+    Busy,
     Claimed,
     ExecutionServices,
+    Reused,
     RunFailed,
     RunOutcome,
     claim_run,
     fail_run,
     finish_run,
     record_submission,
+    reused_outcome,
     stage_run,
     wait_jobs,
 )
@@ -42,7 +45,8 @@ class MemberResult:
     outcome: RunOutcome | None = None
     #: Why the member failed (its run row, if it has one, says the same).
     error: str | None = None
-    #: The member already had a COMPLETED run for its current inputs.
+    #: The member already had a COMPLETED run for its current inputs (``outcome`` is that
+    #: run's, reported again).
     skipped: bool = False
 
     @property
@@ -81,6 +85,7 @@ def iter_batch(
     dagster_run_id: str | None,
     trigger_reason: str | None = None,
     max_parallel: int | None = None,
+    own_run_ids: Collection[str] = (),
 ) -> Iterator[BatchStarted | MemberResult]:
     """Run every sub-group of ``sub_group_keys`` of one step as one array job.
 
@@ -91,7 +96,7 @@ def iter_batch(
     keys = list(dict.fromkeys(sub_group_keys))
     results = {key: MemberResult(key) for key in keys}
     claimed = _claim_all(services, pipeline_name, step_name, keys, results, dagster_run_id,
-                         trigger_reason)
+                         trigger_reason, own_run_ids)
     yield BatchStarted([key for key in keys if not results[key].skipped])
     yield from (results[key] for key in keys if results[key].skipped or results[key].failed)
     specs = _stage(services, claimed, results, dagster_run_id)
@@ -113,19 +118,28 @@ def iter_batch(
 
 def _claim_all(services: ExecutionServices, pipeline_name: str, step_name: str,
                keys: list[str], results: dict[str, MemberResult],
-               dagster_run_id: str | None, trigger_reason: str | None) -> dict[str, Claimed]:
+               dagster_run_id: str | None, trigger_reason: str | None,
+               own_run_ids: Collection[str]) -> dict[str, Claimed]:
     """Claim each member (or note it completed, or why it cannot run)."""
     claimed: dict[str, Claimed] = {}
     for key in keys:
         try:
             member = claim_run(services, pipeline_name=pipeline_name, step_name=step_name,
                                sub_group_key=key, dagster_run_id=dagster_run_id,
-                               trigger_reason=trigger_reason, skip_completed=True)
+                               trigger_reason=trigger_reason, skip_completed=True,
+                               own_run_ids=own_run_ids)
         except Exception as exc:  # e.g. upstream incomplete: this member only
             results[key].error = str(exc)
             continue
-        if member is None:
+        if isinstance(member, Busy):
+            results[key].error = (f"ops-db run {member.run_id} of Dagster run "
+                                  f"{member.dagster_run_id} is doing this very work; not run "
+                                  "twice")
+            continue
+        if isinstance(member, Reused):
             results[key].skipped = True
+            results[key].run_id = member.run_id
+            results[key].outcome = reused_outcome(services, member.run_id)
         else:
             claimed[key] = member
             results[key].run_id = member.run_id

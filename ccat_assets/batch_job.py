@@ -24,6 +24,7 @@ from ccat_assets.batch_events import failed_event, planned_events
 from ccat_assets.catalog import PipelineDef, StepDef
 from ccat_assets.checks import check_names, evaluate_checks
 from ccat_assets.factory import materialize_result, step_key
+from ccat_assets.run_start import require_partitions, retry_chain, trigger_reason
 from resources.execution import ExecutionResource
 from resources.opsdb import OpsDBResource
 
@@ -64,12 +65,14 @@ def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
     def _batch(context: dg.OpExecutionContext, config: BatchConfig,
                execution: ExecutionResource, opsdb: OpsDBResource):
         services = execution.services(context.log.info)
+        with services.sessions.begin() as session:
+            require_partitions(context, session, pipeline, step, config.sub_groups)
         failed: list[MemberResult] = []
         for event in iter_batch(
                 services, pipeline_name=pipeline.name, step_name=step.name,
                 sub_group_keys=config.sub_groups, dagster_run_id=context.run.run_id,
-                trigger_reason=context.run.tags.get("ccat/reason", "manual"),
-                max_parallel=step.max_concurrent_runs):
+                trigger_reason=trigger_reason(context.run),
+                max_parallel=step.max_concurrent_runs, own_run_ids=retry_chain(context.run)):
             if isinstance(event, BatchStarted):
                 for planned in planned_events(context, asset_key, event.keys):
                     context.instance.report_dagster_event(planned, run_id=context.run.run_id)

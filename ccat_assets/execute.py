@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ from ccat_assets.opsdb import (
 )
 from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.paths import join_inside, link_or_copy
+from ccat_assets.queued_rows import drop_placeholders, failures, lock_step, take_placeholder
 from ccat_assets.staging_types import StagerFactory
+from ccat_assets.storage_lifecycle import freed_products
 
 Log = Callable[[str], None]
 
@@ -89,6 +91,10 @@ class RunOutcome:
     products: list[dict[str, Any]]
     metrics: dict[str, float | None]
     warnings: list[str]
+    #: The outcome re-reports an earlier COMPLETED run for the same inputs (nothing ran).
+    reused: bool = False
+    #: The Dagster run that recorded the ops-db run (differs from the current one if reused).
+    dagster_run_id: str | None = None
 
 
 def job_name(pipeline: str, step: str, run_id: int, run_dir: str | Path) -> str:
@@ -110,18 +116,41 @@ class Claimed:
     fingerprint: str
 
 
+@dataclass(frozen=True)
+class Busy:
+    """Another, live Dagster run is executing the pair for the same inputs right now."""
+
+    run_id: int
+    dagster_run_id: str
+
+
+@dataclass(frozen=True)
+class Reused:
+    """The pair already has a COMPLETED run for exactly its current inputs: nothing to do."""
+
+    run_id: int
+    fingerprint: str
+
+
 def claim_run(
     services: ExecutionServices, *, pipeline_name: str, step_name: str, sub_group_key: str,
     dagster_run_id: str | None, trigger_reason: str | None = None,
-    skip_completed: bool = False,
-) -> Claimed | None:
+    skip_completed: bool = False, own_run_ids: Collection[str] = (),
+) -> Claimed | Reused | Busy:
     """Plan the inputs of a (step, sub-group) and claim its run row (one transaction).
 
     With ``skip_completed`` a pair that already has a COMPLETED run for these exact inputs
-    is not claimed (None): a batch runs gaps only, so a retried batch reruns just the members
-    that did not complete.
+    is not claimed: :class:`Reused` names that run, so the caller reports it again instead
+    of spending HPC time on the same result. The row claimed is, in order: an in-flight run
+    of the same inputs that a worker already started (re-attach to its job), the
+    placeholder written when this Dagster run (or one of ``own_run_ids``, its retry chain)
+    was queued, or a new row. An in-flight run of the same inputs started by an unrelated
+    Dagster run (not this one, not one it retries) is :class:`Busy`: the caller waits for
+    it rather than submitting the same work a second time.
     """
+    run_ids = [r for r in (dagster_run_id, *own_run_ids) if r]
     with services.sessions.begin() as session:
+        lock_step(session, pipeline_name, step_name)
         inputs = plan_inputs(session, pipeline_name, step_name, sub_group_key, services.base_dir)
         if inputs.upstream_missing:
             shown = ", ".join(inputs.upstream_missing[:5])
@@ -129,11 +158,16 @@ def claim_run(
                 f"{step_name}/{sub_group_key}: upstream not complete for "
                 f"{len(inputs.upstream_missing)} sub-group(s): {shown}"
             )
-        if skip_completed and _completed_with(session, inputs) is not None:
-            services.log(f"{step_name}/{sub_group_key}: already COMPLETED for fingerprint "
-                         f"{inputs.fingerprint[:19]}; not run again")
-            return None
-        run, reattached = _claim(session, inputs, services, dagster_run_id, trigger_reason)
+        done = _completed_with(session, inputs) if skip_completed else None
+        if done is not None:
+            drop_placeholders(session, inputs.step.id, inputs.subgroup.key, run_ids)
+            services.log(f"{step_name}/{sub_group_key}: run {done} already COMPLETED for "
+                         f"fingerprint {inputs.fingerprint[:19]}; not run again")
+            return Reused(done, inputs.fingerprint)
+        taken = _claim(session, inputs, services, dagster_run_id, trigger_reason, run_ids)
+        if isinstance(taken, Busy):
+            return taken
+        run, reattached = taken
         claimed = Claimed(run.id, run.hpc_job_id, RunStatus(run.status), reattached,
                           layout_for(services.base_dir, inputs, run.id), inputs.fingerprint)
     services.log(
@@ -150,12 +184,28 @@ def execute_partition(
     sub_group_key: str,
     dagster_run_id: str | None,
     trigger_reason: str | None = None,
+    force: bool = False,
+    own_run_ids: Collection[str] = (),
 ) -> RunOutcome:
-    """Run one (step, sub-group) to a terminal status and return what it produced."""
+    """Run one (step, sub-group) to a terminal status and return what it produced.
+
+    A pair already COMPLETED for its current inputs is not run again: the outcome of that
+    run is returned (``reused``), unless ``force``.
+    """
     claimed = claim_run(services, pipeline_name=pipeline_name, step_name=step_name,
                         sub_group_key=sub_group_key, dagster_run_id=dagster_run_id,
-                        trigger_reason=trigger_reason)
-    assert claimed is not None  # only skip_completed=True returns None
+                        trigger_reason=trigger_reason, skip_completed=not force,
+                        own_run_ids=own_run_ids)
+    while isinstance(claimed, Busy):
+        services.log(f"{step_name}/{sub_group_key}: ops-db run {claimed.run_id} of Dagster run "
+                     f"{claimed.dagster_run_id} is doing this very work; waiting for it")
+        _wait_until_ended(services, claimed.run_id)
+        claimed = claim_run(services, pipeline_name=pipeline_name, step_name=step_name,
+                            sub_group_key=sub_group_key, dagster_run_id=dagster_run_id,
+                            trigger_reason=trigger_reason, skip_completed=not force,
+                            own_run_ids=own_run_ids)
+    if isinstance(claimed, Reused):
+        return reused_outcome(services, claimed.run_id)
     job_id = claimed.job_id
     if job_id is None:
         spec = stage_run(services, claimed.run_id, claimed.layout, dagster_run_id)
@@ -170,31 +220,54 @@ def execute_partition(
     return finish_run(services, claimed.run_id, claimed.layout, final, claimed.reattached)
 
 
+def _wait_until_ended(services: ExecutionServices, run_id: int) -> None:
+    """Poll a row with the usual backoff until it is terminal (its run finished, or
+    reconciliation ended it because its Dagster run died)."""
+    delay = services.poll.min_s
+    while True:
+        with services.sessions.begin() as session:
+            if RunStatus(session.get(ExecutedReductionStep, run_id).status).is_terminal:
+                return
+        services.sleep(delay)
+        delay = min(services.poll.max_s, delay * services.poll.factor)
+
+
 def _completed_with(session: Session, inputs: RunInputs) -> int | None:
-    """The id of a COMPLETED run of the pair for exactly these inputs, if there is one."""
-    return session.scalar(
-        sa.select(ExecutedReductionStep.id)
+    """The newest COMPLETED run of the pair for exactly these inputs whose products are all
+    still on disk, if there is one. A run whose intermediates the janitor freed is not
+    reused: materializing the pair again is how a person recomputes them."""
+    run = session.scalar(
+        sa.select(ExecutedReductionStep)
         .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
                ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
                ExecutedReductionStep.input_fingerprint == inputs.fingerprint,
                ExecutedReductionStep.status == RunStatus.COMPLETED)
-        .limit(1))
+        .order_by(ExecutedReductionStep.id.desc()).limit(1))
+    if run is None or freed_products(session, [p.id for p in run.products]):
+        return None
+    return run.id
 
 
 def _claim(
     session: Session, inputs: RunInputs, services: ExecutionServices,
-    dagster_run_id: str | None, trigger_reason: str | None,
-) -> tuple[ExecutedReductionStep, bool]:
-    """Adopt the in-flight run of the same fingerprint, or create a new PENDING one."""
+    dagster_run_id: str | None, trigger_reason: str | None, run_ids: list[str],
+) -> tuple[ExecutedReductionStep, bool] | Busy:
+    """Adopt the started in-flight run of the same fingerprint (unless an unrelated Dagster
+    run owns it: Busy), else claim this run's placeholder or create a new PENDING row."""
     in_flight = session.scalar(
         sa.select(ExecutedReductionStep)
         .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
                ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
                ExecutedReductionStep.input_fingerprint == inputs.fingerprint,
-               ExecutedReductionStep.status.in_(IN_FLIGHT_STATUSES))
+               ExecutedReductionStep.status.in_(IN_FLIGHT_STATUSES),
+               ExecutedReductionStep.run_dir.is_not(None))  # placeholders were never started
         .order_by(ExecutedReductionStep.id.desc()).with_for_update()
     )
     if in_flight is not None:
+        owner = in_flight.dagster_run_id
+        if owner and run_ids and owner not in run_ids:
+            return Busy(in_flight.id, owner)
+        drop_placeholders(session, inputs.step.id, inputs.subgroup.key, run_ids)
         if in_flight.hpc_job_id is None:
             found = services.backend.find(job_name(
                 inputs.pipeline.name, inputs.step.name, in_flight.id, in_flight.run_dir or ""))
@@ -204,28 +277,21 @@ def _claim(
                 transition(in_flight, RunStatus.SUBMITTED)
         in_flight.dagster_run_id = dagster_run_id or in_flight.dagster_run_id
         return in_flight, True
-    failures = session.scalar(
-        sa.select(sa.func.count()).select_from(ExecutedReductionStep)
-        .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
-               ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
-               ExecutedReductionStep.input_fingerprint == inputs.fingerprint,
-               ExecutedReductionStep.status == RunStatus.FAILED)
-    )
-    run = ExecutedReductionStep(
-        reduction_step_id=inputs.step.id,
-        reduction_software_version_id=inputs.version.id,
-        reduction_step_config_id=inputs.config.id,
-        sub_group_key=inputs.subgroup.key,
-        sub_group_values=inputs.subgroup.dimensions,
-        input_fingerprint=inputs.fingerprint,
-        status=RunStatus.PENDING,
-        trigger_reason=trigger_reason,
-        dagster_run_id=dagster_run_id,
-        hpc_backend=services.backend.name,
-        container_runtime=services.runtime.name,
-        retry_count=failures or 0,
-    )
-    session.add(run)
+    run = take_placeholder(session, inputs.step.id, inputs.subgroup.key, run_ids)
+    if run is None:
+        run = ExecutedReductionStep(reduction_step_id=inputs.step.id,
+                                    sub_group_key=inputs.subgroup.key, status=RunStatus.PENDING,
+                                    trigger_reason=trigger_reason)
+        session.add(run)
+    # A placeholder carries what was planned at queue time; the inputs are planned anew now.
+    run.reduction_software_version_id = inputs.version.id
+    run.reduction_step_config_id = inputs.config.id
+    run.sub_group_values = inputs.subgroup.dimensions
+    run.input_fingerprint = inputs.fingerprint
+    run.dagster_run_id = dagster_run_id or run.dagster_run_id
+    run.hpc_backend = services.backend.name
+    run.container_runtime = services.runtime.name
+    run.retry_count = failures(session, inputs.step.id, inputs.subgroup.key, inputs.fingerprint)
     session.flush()
     run.run_dir = str(layout_for(services.base_dir, inputs, run.id).root)
     session.execute(sa.insert(run_input_raw_data_package), [
@@ -418,7 +484,7 @@ def finish_run(
             warnings = result.warnings
             if RunStatus(run.status) != RunStatus.COMPLETED:
                 transition(run, RunStatus.COMPLETED)
-            outcome = _outcome(run, result.products, warnings, reattached, job)
+            outcome = _outcome(run, result.products, warnings, reattached)
     except (CollectionError, OSError) as exc:  # OSError: an output unreadable while hashed
         _collect_logs(services, run_id, layout)
         fail_run(services, run_id, f"collection failed: {exc}")
@@ -435,8 +501,15 @@ def _collect_logs(services: ExecutionServices, run_id: int, layout: RunLayout) -
                     processing_location_id=run.step.pipeline.processing_location_id)
 
 
-def _outcome(run: ExecutedReductionStep, products: list, warnings: list[str], reattached: bool,
-             job: JobStatus) -> RunOutcome:
+def reused_outcome(services: ExecutionServices, run_id: int) -> RunOutcome:
+    """The outcome of an earlier COMPLETED run, to be reported again (nothing is run)."""
+    with services.sessions.begin() as session:
+        run = session.get(ExecutedReductionStep, run_id)
+        return replace(_outcome(run, list(run.products), [], reattached=False), reused=True)
+
+
+def _outcome(run: ExecutedReductionStep, products: list, warnings: list[str],
+             reattached: bool) -> RunOutcome:
     version = run.software_version
     return RunOutcome(
         run_id=run.id, status=RunStatus(run.status), fingerprint=run.input_fingerprint,
@@ -449,8 +522,8 @@ def _outcome(run: ExecutedReductionStep, products: list, warnings: list[str], re
         products=[{"id": p.id, "path": p.relative_path, "type": p.data_product_type.value,
                    "size_bytes": p.size_bytes, "checksum": p.checksum} for p in products],
         metrics={"processing_time_s": run.processing_time_s, "cpu_hours": run.cpu_hours,
-                 "peak_memory_gb": run.peak_memory_gb, "exit_code": job.exit_code},
-        warnings=warnings,
+                 "peak_memory_gb": run.peak_memory_gb, "exit_code": run.exit_code},
+        warnings=warnings, dagster_run_id=run.dagster_run_id,
     )
 
 

@@ -15,6 +15,7 @@ import dagster as dg
 from ccat_assets.catalog import PipelineDef, StepDef
 from ccat_assets.checks import build_step_checks
 from ccat_assets.execute import RunFailed, RunOutcome, execute_partition
+from ccat_assets.run_start import forced, require_partitions, retry_chain, trigger_reason
 from resources.execution import ExecutionResource
 
 RAW_DATA_GROUP = "raw_data"
@@ -89,11 +90,14 @@ def build_step_asset(pipeline: PipelineDef, step: StepDef) -> dg.AssetsDefinitio
     def _step_asset(context: dg.AssetExecutionContext, execution: ExecutionResource):
         key = context.partition_key if step.partitioned else "all"
         services = execution.services(context.log.info)
+        with services.sessions.begin() as session:
+            require_partitions(context, session, pipeline, step, [key])
         try:
             outcome = execute_partition(
                 services, pipeline_name=pipeline.name, step_name=step.name, sub_group_key=key,
                 dagster_run_id=context.run.run_id,
-                trigger_reason=context.run.tags.get("ccat/reason", "manual"),
+                trigger_reason=trigger_reason(context.run),
+                force=forced(context.run.tags), own_run_ids=retry_chain(context.run),
             )
         except RunFailed as exc:
             raise dg.Failure(
@@ -139,7 +143,13 @@ def materialize_result(outcome: RunOutcome) -> dg.MaterializeResult:
         "container_runtime": outcome.runtime,
         "reattached": outcome.reattached,
         "input_fingerprint": outcome.fingerprint,
+        "dagster_run_id": outcome.dagster_run_id or "",
     }
+    if outcome.reused:
+        metadata["reused_run"] = dg.MetadataValue.md(
+            f"Nothing ran: ops-db run {outcome.run_id} (Dagster run "
+            f"`{outcome.dagster_run_id or '-'}`) already COMPLETED these exact inputs. "
+            "Launch with the tag `ccat/force=true` to run it again.")
     for name, value in outcome.metrics.items():
         if value is not None:
             metadata[name] = dg.MetadataValue.float(float(value))

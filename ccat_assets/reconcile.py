@@ -19,6 +19,9 @@ The rules, for a row in flight:
   sensor would have marked it) and its HPC job, if still live, cancelled, so no allocation
   is spent on a result nobody collects (the gap sensor retries the pair within
   ``max_retries``).
+* A *placeholder* (written when its run was queued, never claimed by a worker: PENDING, no
+  run directory, no job) records no work, so instead of FAILED it is removed; a canceled
+  run's placeholder still ends CANCELLED, as the person who canceled it expects.
 * Its ``dagster_run_id`` is NULL (a run started outside Dagster: the CLI, a script, a test)
   or names a run this instance does not know (a run of an ephemeral instance, or of a
   deleted run). Nothing tells whether a process still watches it, so it is only touched
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ccat_assets.opsdb import IN_FLIGHT_STATUSES, RunStatus
 
@@ -58,6 +61,8 @@ class RowState:
     dagster_run_id: str | None
     hpc_job_id: str | None
     updated_at: dt.datetime
+    #: Written for a queued run and never claimed by a worker (no run directory).
+    placeholder: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ class Repair:
     hpc_job_id: str | None
     cancel_job: bool
     target: RunStatus = RunStatus.FAILED
+    #: Remove the row instead (a placeholder of a run that ended without starting it).
+    drop: bool = False
 
 
 def vouched(state: DagsterState | None) -> bool:
@@ -103,6 +110,16 @@ def needs_job_check(row: RowState, state: DagsterState | None, *, now: dt.dateti
 def judge(row: RowState, state: DagsterState | None, job: JobLife, *, now: dt.datetime,
           orphan_age: dt.timedelta) -> Repair | None:
     """The repair ``row`` needs, or None when it is terminal or something may still run it."""
+    repair = _judge(row, state, job, now=now, orphan_age=orphan_age)
+    if repair is None or not row.placeholder or repair.target == RunStatus.CANCELLED:
+        return repair
+    return replace(repair, drop=True, cancel_job=False, reason=(
+        f"{repair.reason.removesuffix('; no live run was watching it')}; it was queued and "
+        "never started, so it is removed"))
+
+
+def _judge(row: RowState, state: DagsterState | None, job: JobLife, *, now: dt.datetime,
+           orphan_age: dt.timedelta) -> Repair | None:
     if row.status not in IN_FLIGHT_STATUSES:
         return None
     if state is not None and state.status is not None:

@@ -1,16 +1,36 @@
-"""Which sub-group keys Dagster's dynamic partitions still lack, as add requests.
+"""Sub-groups become Dagster dynamic partitions as soon as they exist, for every pipeline.
+
+A person materializing or backfilling a partition needs the key to exist in Dagster first
+(``dagster asset materialize --partition`` refuses unknown keys), MANUAL pipelines included.
+Gap sensors register the keys of CONTINUOUS pipelines when data arrives; the partitions
+sensor does the same for every other pipeline (MANUAL, CRON, disabled), and ``ccat-wm
+partitions sync`` does it on demand.
 
 Re-adding keys that exist is not free (a dedupe query: ~0.5-0.8 s for 10k keys on
-PostgreSQL), so only missing keys are requested, at most 1,000 per request.
+PostgreSQL), so only missing keys are requested, at most 1,000 per request, and the sensor
+works only when packages arrived or the set of pipelines changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ccat_assets.catalog import PipelineDef
+from ccat_assets.grouping import resolve_subgroups
+from ccat_assets.opsdb import DataGrouping
+from ccat_assets.opsdb.session import session_scope
+from ccat_assets.settings import get_settings
+from sensors.arrivals import Cursor, read_arrivals
 
 ADD_BATCH = 1000
+PARTITIONS_SENSOR = "ccat_partitions_sensor"
 
 
 def missing_partitions(instance: dg.DagsterInstance,
@@ -26,3 +46,74 @@ def missing_partitions(instance: dg.DagsterInstance,
                                                     partition_keys=missing[i:i + ADD_BATCH])
                      for i in range(0, len(missing), ADD_BATCH)]
     return requests
+
+
+def subgroup_keys(session: Session, pipelines: Iterable[PipelineDef]) -> dict[str, set[str]]:
+    """Partitions def name -> the current sub-group keys of its grain, for ``pipelines``."""
+    wanted: dict[str, set[str]] = {}
+    for pipeline in pipelines:
+        grouping = session.scalar(sa.select(DataGrouping).filter_by(name=pipeline.grouping))
+        if grouping is None:
+            continue
+        for step in pipeline.steps:
+            if not step.partitioned or step.partitions_name in wanted:
+                continue
+            wanted[step.partitions_name] = {sg.key for sg in resolve_subgroups(
+                session, filter_rules=grouping.filter_rules, group_by=list(step.group_by),
+                instrument_module_id=grouping.instrument_module_id)}
+    return wanted
+
+
+def sync_partitions(instance: dg.DagsterInstance, session: Session,
+                    pipelines: Iterable[PipelineDef]) -> dict[str, int]:
+    """Add every missing sub-group key of ``pipelines``; returns keys added per partitions
+    def (0 for those complete already)."""
+    wanted = subgroup_keys(session, pipelines)
+    added = dict.fromkeys(wanted, 0)
+    for request in missing_partitions(instance, wanted):
+        instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        added[request.partitions_def_name] += len(request.partition_keys)
+    return added
+
+
+def catalog_token(pipelines: Sequence[PipelineDef]) -> str:
+    """Changes when a pipeline or one of its grains is added, removed or changed."""
+    shape = sorted((p.name, p.grouping, sorted(s.partitions_name for s in p.steps if s.partitioned))
+                   for p in pipelines)
+    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+
+def build_partitions_sensor(pipelines: Sequence[PipelineDef],
+                            interval_seconds: int) -> dg.SensorDefinition:
+    """Registers the sub-groups of ``pipelines`` (those no gap sensor follows)."""
+    token = catalog_token(pipelines)
+    names = ", ".join(p.name for p in pipelines) or "none"
+
+    @dg.sensor(
+        name=PARTITIONS_SENSOR,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=("Registers the sub-groups of the pipelines without a running gap sensor "
+                     f"as Dagster partitions when raw data arrives ({names}), so they can be "
+                     "materialized and backfilled at once."),
+        tags={"ccat/kind": "partitions"},
+    )
+    def _partitions(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        cursor = Cursor.parse(context.cursor)
+        with session_scope(get_settings().database_url) as session:
+            arrivals = read_arrivals(session, cursor)
+            if not arrivals.package_ids and cursor.pools == token:
+                return dg.SensorResult(skip_reason="no new raw data, no new pipeline")
+            wanted = subgroup_keys(session, pipelines)
+        requests = missing_partitions(context.instance, wanted)
+        if requests:
+            context.log.info(f"registering {sum(len(r.partition_keys) for r in requests)} "
+                             "new sub-group(s) as partitions")
+        # the cursor's ``pools`` field holds this sensor's catalog token
+        return dg.SensorResult(
+            dynamic_partitions_requests=requests,
+            cursor=replace(arrivals.cursor, pools=token).dump(),
+            skip_reason=None if requests else f"all sub-groups of {len(wanted)} grain(s) "
+                                              "are partitions")
+
+    return _partitions

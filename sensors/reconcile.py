@@ -40,6 +40,7 @@ from ccat_assets.opsdb import (
 from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.opsdb.types import utcnow
+from ccat_assets.queued_rows import placeholder_clause
 from ccat_assets.reconcile import (
     DagsterState,
     JobLife,
@@ -125,7 +126,7 @@ def summary(repairs: Sequence[Repair], *, dry_run: bool = False) -> str:
 
 
 def _move(repair: Repair) -> str:
-    return f"{repair.old_status.value} -> {repair.target.value}"
+    return f"{repair.old_status.value} -> {'removed' if repair.drop else repair.target.value}"
 
 
 def _in_flight(session: Session, location_setting: str) -> list[_Candidate]:
@@ -133,6 +134,7 @@ def _in_flight(session: Session, location_setting: str) -> list[_Candidate]:
         sa.select(ExecutedReductionStep.id, ExecutedReductionStep.status,
                   ExecutedReductionStep.dagster_run_id, ExecutedReductionStep.hpc_job_id,
                   ExecutedReductionStep.updated_at, ExecutedReductionStep.hpc_backend,
+                  placeholder_clause().label("placeholder"),
                   Pipeline.processing_location_id, DataLocation.name)
         .join(ReductionStep, ReductionStep.id == ExecutedReductionStep.reduction_step_id)
         .join(Pipeline, Pipeline.id == ReductionStep.pipeline_id)
@@ -140,7 +142,7 @@ def _in_flight(session: Session, location_setting: str) -> list[_Candidate]:
         .where(ExecutedReductionStep.status.in_(IN_FLIGHT_STATUSES))
         .order_by(ExecutedReductionStep.id))
     return [_Candidate(RowState(r.id, RunStatus(r.status), r.dagster_run_id, r.hpc_job_id,
-                                r.updated_at),
+                                r.updated_at, placeholder=bool(r.placeholder)),
                        r.hpc_backend,
                        serves_location(location_setting, r.processing_location_id, r.name))
             for r in rows]
@@ -225,7 +227,10 @@ def _apply(settings: Settings, seen: RowState, repair: Repair, log: Log) -> bool
                 or row.updated_at != seen.updated_at):
             log(f"ops-db run {seen.id} changed while it was judged; left as it is")
             return False
-        transition(row, repair.target, reason=repair.reason)
+        if repair.drop:
+            session.delete(row)
+        else:
+            transition(row, repair.target, reason=repair.reason)
     log(f"ops-db run {seen.id}: {_move(repair)}: {repair.reason}")
     return True
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.opsdb.session import session_scope
+from ccat_assets.queued_rows import is_placeholder
 from ccat_assets.settings import get_settings
 from resources.hpc import make_backend
 from sensors.reconcile import WILL_RETRY_TAG, reconcile
@@ -29,7 +30,8 @@ def settle_runs(dagster_run_id: str, status: RunStatus, reason: str) -> list[int
     """Mark the in-flight rows of a Dagster run ``status``; cancel their HPC jobs.
 
     Returns the ids of the rows changed. Rows already terminal are left as they are: the
-    asset code recorded the real outcome.
+    asset code recorded the real outcome. A placeholder the run never started (written
+    when it was queued) is removed unless the run was cancelled: it records no work.
     """
     settings = get_settings()
     changed: list[tuple[int, str | None]] = []
@@ -41,7 +43,10 @@ def settle_runs(dagster_run_id: str, status: RunStatus, reason: str) -> list[int
         for row in rows:
             if RunStatus(row.status).is_terminal:
                 continue
-            transition(row, status, reason=reason)
+            if is_placeholder(row) and status != RunStatus.CANCELLED:
+                session.delete(row)
+            else:
+                transition(row, status, reason=reason)
             changed.append((row.id, row.hpc_job_id))
     jobs = [job for _, job in changed if job]
     if jobs:

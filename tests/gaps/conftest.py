@@ -32,6 +32,14 @@ def continuous(served_env: Path, tmp_path: Path) -> Path:
     ingest(tmp_path, SCANS)
     return tmp_path
 
+@pytest.fixture
+def manual(served_env: Path, tmp_path: Path) -> Path:
+    """The test pipeline as MANUAL: nothing launches by itself; three scans ingested."""
+    apply_pipeline(tmp_path, trigger={"type": "MANUAL"})
+    ingest(tmp_path, SCANS)
+    return tmp_path
+
+
 # The daemon tests: a real dagster-daemon (tests/daemonkit.py, shared with tests/reliability)
 # and the production PostgreSQL instance config (issue: deployment).
 from tests.daemonkit import daemon_env_fixture, daemon_fixture  # noqa: E402, F401

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import session_scope
 from tests.daemonkit import BIN, completed_runs, run_cli, wait_for
-from tests.gaps.gapkit import PIPELINE, SCANS, apply_pipeline, ingest, map_key, scan_key
+from tests.gaps.gapkit import PIPELINE, ingest, map_key, scan_key
 
 
 @pytest.mark.integration
@@ -43,13 +43,6 @@ def test_daemon_runs_the_dag_and_reprocesses_only_new_data(
     assert reasons == {"no_completed_run", "inputs_changed"}
     assert in_flight == 0
     assert PIPELINE in log.read_text()
-
-
-@pytest.fixture
-def manual(served_env: Path, tmp_path: Path) -> Path:
-    apply_pipeline(tmp_path, trigger={"type": "MANUAL"})
-    ingest(tmp_path, SCANS)
-    return tmp_path
 
 
 @pytest.mark.integration

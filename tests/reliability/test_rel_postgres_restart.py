@@ -186,7 +186,8 @@ def _retried(instance: dg.DagsterInstance, first: dg.DagsterRun,
     instance.add_run_tags(first.run_id, {"dagster/auto_retry_run_id": retry.run_id})
     assert reconcile(instance) == []  # the retry is live
     outcome = execute_partition(local_services(), pipeline_name=PIPELINE, step_name=STEP,
-                                sub_group_key=KEY, dagster_run_id=retry.run_id)
+                                sub_group_key=KEY, dagster_run_id=retry.run_id,
+                                own_run_ids=[first.run_id])  # the retry's parent
     assert outcome.reattached and outcome.run_id == row.id and outcome.job_id == row.hpc_job_id
     [done] = runs()
     assert done.status == RunStatus.COMPLETED and done.dagster_run_id == retry.run_id

@@ -328,6 +328,29 @@ def test_judge(state: DagsterState | None, job: JobLife, age_h: int, repaired: b
                  orphan_age=dt.timedelta(hours=1)) is None
 
 
+@pytest.mark.parametrize(("state", "age_h", "outcome"), [
+    (DagsterState("r", "QUEUED"), 9, None),
+    (DagsterState("r", "SUCCESS"), 0, "removed"),  # it re-reported a COMPLETED run
+    (DagsterState("r", "FAILURE"), 0, "removed"),  # an upstream step of the run failed
+    (DagsterState("r", "CANCELED"), 0, RunStatus.CANCELLED),  # canceled while queued
+    (DagsterState("r", None), 9, "removed"),  # the run is unknown to this instance
+])
+def test_judge_placeholders(state: DagsterState, age_h: int,
+                            outcome: RunStatus | str | None) -> None:
+    """A queued run's placeholder records no work: removed, or CANCELLED with its run."""
+    now = utcnow()
+    row = RowState(1, RunStatus.PENDING, "r", None, now - dt.timedelta(hours=age_h),
+                   placeholder=True)
+    repair = judge(row, state, JobLife.NONE, now=now, orphan_age=dt.timedelta(hours=1))
+    if outcome is None:
+        assert repair is None
+    elif outcome == "removed":
+        assert repair is not None and repair.drop and not repair.cancel_job
+        assert "never started, so it is removed" in repair.reason
+    else:
+        assert repair is not None and not repair.drop and repair.target == outcome
+
+
 def test_updated_at_is_what_the_age_reads(
         env: Path, instance: dg.DagsterInstance) -> None:
     """The age is measured from the row's last change, not its creation."""

@@ -55,7 +55,8 @@ def _kill_when(worker: subprocess.Popen[bytes], status: RunStatus, log: Path,
 def _finish_again_and_check(n_science: int) -> None:
     before = runs()[0]
     outcome = execute_partition(local_services(), pipeline_name=PIPELINE, step_name=STEP,
-                                sub_group_key=KEY, dagster_run_id="retry-1")
+                                sub_group_key=KEY, dagster_run_id="retry-1",
+                                own_run_ids=["worker-1"])  # the retry's parent run
     assert outcome.reattached and outcome.run_id == before.id
     assert outcome.job_id == before.hpc_job_id
     assert outcome.status == RunStatus.COMPLETED

@@ -1,0 +1,248 @@
+"""Every launch path obeys the same rules (both databases, a MANUAL pipeline, in process).
+
+- A run for a key Dagster does not know yet does the work once and is recorded, with the
+  key registered as a partition first (it used to run the whole reduction and then fail
+  with "Nonexistent partition keys").
+- A run for a key that is no sub-group fails before anything is staged or submitted.
+- A requested materialization of a pair COMPLETED for its current inputs re-reports that
+  run: no new row, no job, no products; ``ccat/force=true`` reruns it.
+- A queued run has its PENDING rows in the ops-db; its worker claims them (no second row);
+  gap evaluation counts them in flight; a canceled queued run's rows end CANCELLED.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+from dagster._core.execution.api import execute_run
+
+from ccat_assets.catalog import load_catalog
+from ccat_assets.definitions import load_definitions
+from ccat_assets.execute import Busy, Claimed, ExecutionServices, claim_run, fail_run
+from ccat_assets.opsdb import DataProduct, ExecutedReductionStep, RunStatus
+from ccat_assets.opsdb.session import session_scope
+from ccat_assets.queued_rows import QueuedPair, record_queued
+from ccat_assets.settings import get_settings
+from sensors.queued_rows import record_queued_runs
+from sensors.run_status import settle_runs
+from tests.gaps.gapkit import (
+    PIPELINE,
+    ccat,
+    materialize,
+    queue,
+    scan_key,
+)
+from tests.gaps.launchkit import reconstructable_job
+from tests.reliability.conftest import local_services
+
+CALIBRATE = dg.AssetKey(["ccat", PIPELINE, "calibrate"])
+SCAN_PARTITIONS = f"{PIPELINE}__executed_obs_unit"
+
+
+def rows(step: str = "calibrate") -> list[ExecutedReductionStep]:
+    with session_scope() as session:
+        return list(session.scalars(
+            sa.select(ExecutedReductionStep).join(ExecutedReductionStep.step)
+            .where(ExecutedReductionStep.step.has(name=step))
+            .order_by(ExecutedReductionStep.id)))
+
+
+def product_count() -> int:
+    with session_scope() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(DataProduct)) or 0
+
+
+def job_dirs() -> int:
+    """Jobs the local backend was given (one directory each; ``.slots`` is its semaphore)."""
+    jobs = get_settings().jobs_dir
+    return len([d for d in jobs.iterdir() if not d.name.startswith(".")]) if jobs.exists() else 0
+
+
+def launched_run(instance: dg.DagsterInstance, key: str,
+                 tags: dict[str, str] | None = None) -> dg.JobExecutionResult:
+    """A run of ``calibrate`` for ``key`` executed as a launched run worker executes it."""
+    return dg.execute_job(reconstructable_job(), instance, raise_on_error=False,
+                          asset_selection=[CALIBRATE],
+                          tags={"dagster/partition": key, **(tags or {})})
+
+
+def step_failure(result: dg.JobExecutionResult) -> str:
+    """What the failed steps said (their dg.Failure descriptions and errors)."""
+    said = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            said.append(data.user_failure_data.description if data.user_failure_data
+                        else (data.error.message if data.error else event.message or ""))
+    return "\n".join(said)
+
+
+def test_run_for_a_key_dagster_does_not_know_yet_is_recorded_once(manual: Path) -> None:
+    key = scan_key("scan-001")
+    with dg.instance_for_test() as instance:
+        assert instance.get_dynamic_partitions(SCAN_PARTITIONS) == []
+        result = launched_run(instance, key)
+        assert result.success, step_failure(result)
+        assert instance.has_dynamic_partition(SCAN_PARTITIONS, key)
+        assert instance.get_materialized_partitions(CALIBRATE) == {key}
+    assert [(r.sub_group_key, RunStatus(r.status)) for r in rows()] == [
+        (key, RunStatus.COMPLETED)]
+    assert job_dirs() == 1
+
+
+def test_run_for_a_key_that_is_no_sub_group_fails_before_any_work(manual: Path) -> None:
+    with dg.instance_for_test() as instance:
+        result = launched_run(instance, "executed_obs_unit=scan-999")
+        assert not result.success
+        message = step_failure(result)
+        assert "'executed_obs_unit=scan-999' is not a current sub-group" in message
+        assert "nothing was staged or submitted" in message
+        assert "ccat-wm grouping preview" in message
+        assert not instance.has_dynamic_partition(SCAN_PARTITIONS, "executed_obs_unit=scan-999")
+    assert rows() == []
+    assert job_dirs() == 0
+
+
+def test_materializing_an_up_to_date_pair_reports_the_completed_run(manual: Path) -> None:
+    key = scan_key("scan-002")
+    with dg.instance_for_test() as instance:
+        first = materialize(load_definitions(), instance, "calibrate", key)
+        assert first.success
+        products, jobs = product_count(), job_dirs()
+        (done,) = rows()
+        again = launched_run(instance, key)  # a retry, a backfill or the UI: same code
+        assert again.success
+        assert ([r.id for r in rows()], product_count(), job_dirs()) == (
+            [done.id], products, jobs)
+        latest = instance.get_latest_materialization_event(CALIBRATE)
+        assert latest is not None and latest.run_id == again.run_id
+        metadata = latest.asset_materialization.metadata
+        assert metadata["ops-db run id"].value == done.id
+        assert metadata["dagster_run_id"].value == first.run_id
+        assert "Nothing ran" in metadata["reused_run"].value
+        assert latest.asset_materialization.tags["dagster/data_version"] == \
+            done.input_fingerprint
+
+        forced = launched_run(instance, key, tags={"ccat/force": "true"})
+        assert forced.success, step_failure(forced)
+    assert [RunStatus(r.status) for r in rows()] == [RunStatus.COMPLETED] * 2
+    assert job_dirs() == jobs + 1
+
+
+def test_queued_run_has_its_pending_row_and_its_worker_claims_it(manual: Path) -> None:
+    key = scan_key("scan-003")
+    defs = load_definitions()
+    with session_scope() as session:
+        catalog = load_catalog(session)
+    with dg.instance_for_test() as instance:
+        (run_id,) = queue(defs, instance, [dg.RunRequest(
+            partition_key=key, asset_selection=[CALIBRATE], tags={"ccat/reason": "manual"})])
+        written = record_queued_runs(instance, catalog)
+        assert list(written) == [run_id]
+        assert record_queued_runs(instance, catalog) == {}  # idempotent
+        (row,) = rows()
+        assert (row.dagster_run_id, RunStatus(row.status), row.run_dir) == (
+            run_id, RunStatus.PENDING, None)
+        decisions = json.loads(ccat("gaps", PIPELINE, "--json"))
+        assert [d["reason"] for d in decisions
+                if (d["step"], d["key"]) == ("calibrate", key)] == ["in_flight"]
+
+        # the worker of that very run: Dagster created it queued; now it executes it
+        result = execute_run(reconstructable_job().get_subset(asset_selection={CALIBRATE}),
+                             instance.get_run_by_id(run_id), instance)
+        assert result.success, step_failure(result)
+    (claimed,) = rows()
+    assert (claimed.id, claimed.dagster_run_id, RunStatus(claimed.status)) == (
+        row.id, run_id, RunStatus.COMPLETED)
+    assert claimed.run_dir is not None
+
+
+def test_canceled_queued_run_ends_its_rows_cancelled(manual: Path) -> None:
+    key = scan_key("scan-001")
+    defs = load_definitions()
+    with session_scope() as session:
+        catalog = load_catalog(session)
+    with dg.instance_for_test() as instance:
+        (run_id,) = queue(defs, instance, [dg.RunRequest(
+            partition_key=key, asset_selection=[CALIBRATE])])
+        record_queued_runs(instance, catalog)
+        (row,) = rows()
+        assert row.trigger_reason == "manual"
+        instance.report_run_canceled(instance.get_run_by_id(run_id))
+        assert settle_runs(run_id, RunStatus.CANCELLED, "canceled in the UI") == [row.id]
+    (ended,) = rows()
+    assert RunStatus(ended.status) == RunStatus.CANCELLED
+    assert job_dirs() == 0
+
+
+def race_once(services: ExecutionServices, key: str, run_id: str) -> list[BaseException]:
+    """The queued-rows writer and the run's worker, released at the same instant."""
+    start, errors = threading.Barrier(2), []
+    pair = QueuedPair(PIPELINE, "calibrate", key)
+
+    def write() -> None:
+        start.wait()
+        with session_scope() as session:
+            record_queued(session, [pair], dagster_run_id=run_id, trigger_reason="manual",
+                          base_dir=get_settings().pipelines_dir, backend="local",
+                          runtime="host")
+
+    def claim() -> None:
+        start.wait()
+        claim_run(services, pipeline_name=PIPELINE, step_name="calibrate", sub_group_key=key,
+                  dagster_run_id=run_id)
+
+    def guarded(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:
+                errors.append(exc)
+        return run
+
+    threads = [threading.Thread(target=guarded(write)), threading.Thread(target=guarded(claim))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return errors
+
+
+def test_queued_row_writer_and_starting_worker_never_make_two_rows(manual: Path) -> None:
+    """The sensor writing a placeholder and the run's worker claiming, at the same moment,
+    on both databases: one row per (Dagster run, step, sub-group), every time."""
+    key = scan_key("scan-001")
+    services = local_services()
+    for attempt in range(12):
+        run_id = f"race-{attempt}"
+        assert race_once(services, key, run_id) == []
+        mine = [r for r in rows() if r.dagster_run_id == run_id]
+        assert len(mine) == 1, f"attempt {attempt}: {len(mine)} rows"
+        assert mine[0].run_dir is not None  # the worker's claim, not a stray placeholder
+        fail_run(services, mine[0].id, "test: next attempt")
+
+
+def test_a_pair_another_live_run_is_doing_is_not_claimed_twice(manual: Path) -> None:
+    """An unrelated Dagster run's in-flight row of the same inputs: wait (Busy), never a
+    second job; the runs a retry descends from are re-attached to instead."""
+    key = scan_key("scan-002")
+    services = local_services()
+    first = claim_run(services, pipeline_name=PIPELINE, step_name="calibrate",
+                      sub_group_key=key, dagster_run_id="run-a")
+    assert isinstance(first, Claimed)
+    busy = claim_run(services, pipeline_name=PIPELINE, step_name="calibrate",
+                     sub_group_key=key, dagster_run_id="run-b")
+    assert busy == Busy(first.run_id, "run-a")
+    retry = claim_run(services, pipeline_name=PIPELINE, step_name="calibrate",
+                      sub_group_key=key, dagster_run_id="run-a-retry", own_run_ids=["run-a"])
+    assert isinstance(retry, Claimed) and retry.reattached and retry.run_id == first.run_id
+    fail_run(services, first.run_id, "test: the other run ended")
+    after = claim_run(services, pipeline_name=PIPELINE, step_name="calibrate",
+                      sub_group_key=key, dagster_run_id="run-b")
+    assert isinstance(after, Claimed) and not after.reattached
+    assert [r.dagster_run_id for r in rows()] == ["run-a-retry", "run-b"]
