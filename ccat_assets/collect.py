@@ -2,8 +2,10 @@
 
 Products are found by the contract's directories: output subfolders of a final step become
 SCIENCE, QA_METRIC, PLOT, STATISTICS, LOG; files in an intermediate step's workspace folder
-become INTERMEDIATE; the run's logs folder always becomes LOG (kept for diagnosis even when the
-run failed). Anything else a run leaves behind is reported as a warning, never silently
+become INTERMEDIATE, except those under its ``logs/`` folder, which are LOG; the run's logs
+folder always becomes LOG. Logs are kept for diagnosis even when the run failed, and never
+become inputs of a downstream step (those consume everything of an upstream run but its LOG
+products). Anything else a run leaves behind is reported as a warning, never silently
 recorded or silently lost.
 
 Collecting a run twice records nothing new. The unique constraint on (run, relative path)
@@ -29,7 +31,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ccat_assets.contract import OUTPUT_TYPES, SIDECAR_SUFFIX, RunLayout, product_type_for
+from ccat_assets.contract import (
+    OUTPUT_TYPES,
+    SIDECAR_SUFFIX,
+    RunLayout,
+    output_logs_dir,
+    product_type_for,
+    workspace_product_type,
+)
 from ccat_assets.hashing import file_checksum
 from ccat_assets.opsdb import (
     DataProduct,
@@ -91,7 +100,9 @@ def discover(layout: RunLayout, is_final: bool, *, logs_only: bool = False) -> t
     """The product files of a run and warnings about every file that is not one.
 
     Symlinks are followed only when they resolve inside the run directory: a program must
-    not be able to make the archive record (and later delete) a file it does not own.
+    not be able to make the archive record (and later delete) a file it does not own. With
+    ``logs_only`` (a failed run) only the log folders are read: the run's ``logs/`` and
+    ``$WORKFLOW_OUTPUT_DIR/logs/``, wherever the program kept its logs.
     """
     found: list[FoundFile] = []
     warnings: list[str] = []
@@ -128,15 +139,21 @@ def discover(layout: RunLayout, is_final: bool, *, logs_only: bool = False) -> t
                     continue
                 found.append(FoundFile(path, rel, product_type))
 
-    if not logs_only:
-        if is_final:
-            walk(layout.output_dir, lambda p: product_type_for(
-                PurePosixPath(p.relative_to(layout.output_dir).as_posix())))
-        else:
-            walk(layout.workspace_dir, lambda p: DataProductType.INTERMEDIATE)
-            _warn_unused_outputs(layout, warnings)
+    if logs_only:
+        walk(output_logs_dir(layout, is_final), lambda p: DataProductType.LOG)
+    elif is_final:
+        walk(layout.output_dir, lambda p: product_type_for(_under(p, layout.output_dir)))
+    else:
+        walk(layout.workspace_dir,
+             lambda p: workspace_product_type(_under(p, layout.workspace_dir)))
+        _warn_unused_outputs(layout, warnings)
     walk(layout.logs_dir, lambda p: DataProductType.LOG)
     return found, warnings
+
+
+def _under(path: Path, base: Path) -> PurePosixPath:
+    """``path`` relative to ``base``, as the contract's rules read it."""
+    return PurePosixPath(path.relative_to(base).as_posix())
 
 
 def _utf8(text: str) -> bool:

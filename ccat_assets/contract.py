@@ -2,7 +2,10 @@
 
 Inside the container a step sees ``/workflow/input`` (read-only), ``/workflow/workspace/<step>``,
 ``/workflow/output/{science,qa,plots,statistics,logs}``, ``/workflow/config/manifest.json``
-(read-only) and ``/workflow/logs``. On the host each run has its own directory,
+(read-only) and ``/workflow/logs``. Log files are LOG products wherever the contract lets a
+program put them: ``/workflow/logs/`` and the ``logs/`` folder of ``WORKFLOW_OUTPUT_DIR`` (so
+``workspace/<step>/logs/`` of an intermediate step too); a LOG product is never an input of a
+downstream step. On the host each run has its own directory,
 ``<PIPELINE_BASE_DIR>/<pipeline>/<sub_group_key>/<step>/run-<id>/``, so that a rerun never
 overwrites the files an earlier run recorded as products. ``docs/container_contract.md`` is
 the written spec for container authors.
@@ -30,6 +33,8 @@ OUTPUT_TYPES: dict[str, DataProductType] = {
     "statistics": DataProductType.STATISTICS,
     "logs": DataProductType.LOG,
 }
+#: The folder of ``WORKFLOW_OUTPUT_DIR`` (and the run directory) that holds log files.
+LOGS_SUBDIR = "logs"
 SIDECAR_SUFFIX = ".meta.json"
 
 
@@ -126,6 +131,12 @@ def output_dir_for(layout: RunLayout, is_final: bool) -> Path:
     return layout.output_dir if is_final else layout.workspace_dir
 
 
+def output_logs_dir(layout: RunLayout, is_final: bool) -> Path:
+    """``$WORKFLOW_OUTPUT_DIR/logs``: where a program that keeps its logs next to its products
+    writes them, ``output/logs`` for a final step and ``workspace/<step>/logs`` otherwise."""
+    return output_dir_for(layout, is_final) / LOGS_SUBDIR
+
+
 def contract_env(
     *, paths: PathMap, is_final: bool, step: str, sub_group_key: str, run_id: int, cpu: int
 ) -> dict[str, str]:
@@ -154,3 +165,16 @@ def product_type_for(relative_to_output: PurePosixPath) -> DataProductType | Non
     if len(relative_to_output.parts) < 2:
         return None
     return OUTPUT_TYPES.get(relative_to_output.parts[0])
+
+
+def workspace_product_type(relative_to_workspace: PurePosixPath) -> DataProductType:
+    """The product type of a file in an intermediate step's workspace folder.
+
+    Files under its ``logs/`` folder are LOG, as under ``output/logs/`` of a final step: the
+    same program writes ``$WORKFLOW_OUTPUT_DIR/logs/x.log`` whichever kind of step it runs as,
+    and a log must never become an input of the next step. Everything else is INTERMEDIATE.
+    """
+    parts = relative_to_workspace.parts
+    if len(parts) >= 2 and parts[0] == LOGS_SUBDIR:
+        return DataProductType.LOG
+    return DataProductType.INTERMEDIATE

@@ -494,10 +494,14 @@ def finish_run(
 
 
 def _collect_logs(services: ExecutionServices, run_id: int, layout: RunLayout) -> None:
-    """Keep a failed run's logs as LOG products for diagnosis; never its partial outputs."""
+    """Keep a failed run's logs as LOG products for diagnosis; never its partial outputs.
+
+    The step's kind says where its ``$WORKFLOW_OUTPUT_DIR/logs`` is, so logs a program keeps
+    next to its products are kept too."""
     with services.sessions.begin() as session:
         run = session.get(ExecutedReductionStep, run_id)
-        collect_run(session, run, layout, is_final=False, logs_only=True,
+        collect_run(session, run, layout, is_final=is_final_step(session, run.step),
+                    logs_only=True,
                     processing_location_id=run.step.pipeline.processing_location_id)
 
 

@@ -133,8 +133,7 @@ def upstream_products(
             for run in rows:
                 latest.setdefault(run.sub_group_key, run)
         missing += [f"{upstream.name}:{key}" for key in keys if key not in latest]
-        wanted = {key: [p for p in run.products if p.data_product_type != DataProductType.LOG]
-                  for key, run in latest.items()}
+        wanted = {key: consumed_products(run) for key, run in latest.items()}
         freed = freed_products(session, [p.id for ps in wanted.values() for p in ps])
         for key in keys:
             if key not in wanted:
@@ -144,6 +143,19 @@ def upstream_products(
                 continue
             products += [_upstream(p, upstream.name, latest[key]) for p in wanted[key]]
     return products, missing
+
+
+def consumed_products(run: ExecutedReductionStep) -> list[DataProduct]:
+    """What a downstream step takes of a completed upstream run: every product but its logs.
+
+    A log describes how a run went, not data to reduce further. Staging it, listing it in
+    the manifest or counting it in the fingerprint would make the next step depend on the
+    wording of a log line, and lineage and PROV would show it as used. Logs are told apart
+    by type only: where a program may write them is the collector's rule
+    (``ccat_assets.contract``), and rows recorded before that rule are retyped by migration
+    0002.
+    """
+    return [p for p in run.products if p.data_product_type != DataProductType.LOG]
 
 
 def _upstream(product: DataProduct, step_name: str, run: ExecutedReductionStep) -> UpstreamProduct:

@@ -19,6 +19,7 @@ from ccat_assets.grouping.dialect import id_in
 from ccat_assets.opsdb import (
     DataLocation,
     DataProduct,
+    DataProductType,
     ExecutedReductionStep,
     PhysicalCopy,
     Pipeline,
@@ -194,15 +195,27 @@ def _load_products(session: Session, graph: LineageGraph, ids: Collection[int]) 
             copies=tuple(copies.get(row[0], ())))
 
 
-def _load_runs(session: Session, graph: LineageGraph, ids: Collection[int]) -> None:
-    ers = ExecutedReductionStep
+def _input_products(session: Session, run_ids: Collection[int]) -> dict[int, list[int]]:
+    """Run id -> the products it used, leaving out LOG products.
+
+    A log is never an input; runs recorded before logs in a step's workspace were told apart
+    still list them among their inputs, and lineage and PROV must not say they were used.
+    """
     inputs: dict[int, list[int]] = {}
     t = run_input_data_product
     for run_id, pid in session.execute(
         sa.select(t.c.executed_reduction_step_id, t.c.data_product_id)
-        .where(_in(session, t.c.executed_reduction_step_id, ids))
+        .join(DataProduct, DataProduct.id == t.c.data_product_id)
+        .where(_in(session, t.c.executed_reduction_step_id, run_ids),
+               DataProduct.data_product_type != DataProductType.LOG)
     ):
         inputs.setdefault(run_id, []).append(pid)
+    return inputs
+
+
+def _load_runs(session: Session, graph: LineageGraph, ids: Collection[int]) -> None:
+    ers = ExecutedReductionStep
+    inputs = _input_products(session, ids)
     raw: dict[int, list[int]] = {}
     t = run_input_raw_data_package
     for run_id, rid in session.execute(

@@ -3,7 +3,9 @@
 It reads the manifest, writes one science file per input (raw file or upstream product)
 holding a line count and the input's checksum, a sidecar with a quality metric, and a log.
 Parameters: ``fail`` (exit with that code), ``write_nothing``, ``partial`` (write then fail),
-``fail_sub_group`` (exit 3 for that one sub-group only: a failing member of a batch).
+``fail_sub_group`` (exit 3 for that one sub-group only: a failing member of a batch),
+``log_with_products`` (also write a log to ``$WORKFLOW_OUTPUT_DIR/logs/``, as the CHAI
+programs do).
 """
 
 import json
@@ -33,6 +35,9 @@ for i, item in enumerate(inputs):
                "quality_metrics": {"n_bytes": len(data)}}
     Path(str(target) + ".meta.json").write_text(json.dumps(sidecar))
 Path(manifest["logs_dir"], "program.log").write_text(f"processed {len(inputs)} inputs\n")
+if params.get("log_with_products"):
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    (out / "logs" / "reduce-copy.log").write_text(f"read {len(inputs)} inputs\n")
 print(f"step {os.environ['WORKFLOW_STEP']} sub-group {os.environ['WORKFLOW_SUB_GROUP_KEY']}")
 if params.get("partial") or params.get("fail"):
     sys.exit(int(params.get("fail", 1)))

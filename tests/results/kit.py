@@ -54,9 +54,11 @@ def map_key(source: str, line: str) -> str:
 
 
 def apply_and_ingest(tmp_path: Path, *, thresholds: dict[str, Any] | None = None,
-                     scans: Sequence[tuple[str, str, str]] = SCANS) -> None:
-    """The two-step test pipeline (calibrate per scan -> grid per source+line), data in."""
-    spec = pipeline_spec(tmp_path / "processing")
+                     scans: Sequence[tuple[str, str, str]] = SCANS,
+                     calibrate_params: dict[str, Any] | None = None) -> None:
+    """The two-step test pipeline (calibrate per scan -> grid per source+line), data in;
+    ``calibrate_params`` are added to the calibrate step's parameters."""
+    spec = pipeline_spec(tmp_path / "processing", extra_step_params=calibrate_params)
     if thresholds:
         grid = spec["pipelines"][0]["steps"][1]
         grid["config"]["quality_thresholds"] = thresholds
