@@ -113,6 +113,20 @@ def finished(home: Path, run_ids: set[str]) -> bool:
         dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED) for rid in run_ids)
 
 
+def backfill_all(env: dict[str, str], workspace: Path, log: Path) -> None:
+    """``dagster job backfill --all`` of every scan; returns once its runs have finished."""
+    home = Path(env["DAGSTER_HOME"])
+    before = set(dagster_runs(home))
+    run_cli([str(BIN / "dagster"), "job", "backfill", "-w", str(workspace), "--noprompt",
+             "-j", JOB, "--all"], env)
+
+    def new_runs() -> set[str]:
+        return set(dagster_runs(home)) - before
+
+    wait_until("the backfill's runs", lambda: len(new_runs()) == len(SCANS)
+               and finished(home, new_runs()), log)
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_every_launch_path_queues_rows_and_runs_each_scan_once(
@@ -162,19 +176,11 @@ def test_every_launch_path_queues_rows_and_runs_each_scan_once(
         assert job_dirs() == 2
 
         # 4. backfill --all again, twice: only the canceled scan is reduced, then nothing
-        before = set(dagster_runs(home))
-        run_cli([str(BIN / "dagster"), "job", "backfill", "-w", str(workspace), "--noprompt",
-                 "-j", JOB, "--all"], daemon_env)
-        wait_until("the second backfill", lambda: len(set(dagster_runs(home)) - before) == 3
-                   and finished(home, set(dagster_runs(home)) - before), log)
+        backfill_all(daemon_env, workspace, log)
         assert Counter(r[1] for r in rows()) == Counter({
             RunStatus.COMPLETED: 3, RunStatus.CANCELLED: 1})
         assert job_dirs() == 3
-        before = set(dagster_runs(home))
-        run_cli([str(BIN / "dagster"), "job", "backfill", "-w", str(workspace), "--noprompt",
-                 "-j", JOB, "--all"], daemon_env)
-        wait_until("the third backfill", lambda: len(set(dagster_runs(home)) - before) == 3
-                   and finished(home, set(dagster_runs(home)) - before), log)
+        backfill_all(daemon_env, workspace, log)
         assert len(rows()) == 4 and job_dirs() == 3  # nothing new ran
     finally:
         stop_daemon(daemon)
