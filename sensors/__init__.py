@@ -31,16 +31,33 @@ def build_automation(catalog: list[PipelineDef], settings: Settings,
     per-grain and batch jobs, which the gap sensors target (built here when not given)."""
     if jobs is None:
         jobs = {p.name: [*build_pipeline_jobs(p), *build_batch_jobs(p)] for p in catalog}
-    sensors: list[dg.SensorDefinition] = [
-        *RUN_STATUS_SENSORS, ccat_reconcile_sensor, build_workspace_janitor_sensor()]
+    sensors: list[dg.SensorDefinition] = shared_sensors()
     schedules: list[dg.ScheduleDefinition] = []
     for pipeline in catalog:
-        served = serves_location(settings.processing_location_id,
-                                 pipeline.processing_location_id, pipeline.processing_location)
-        if pipeline.trigger_type == TriggerType.CONTINUOUS:
-            sensors.append(build_gap_sensor(
-                pipeline, served=served, interval_seconds=settings.sensor_interval_seconds,
-                jobs=jobs[pipeline.name]))
-        elif pipeline.trigger_type == TriggerType.CRON and pipeline.cron:
-            schedules += build_gap_schedules(pipeline, served=served)
+        own_sensors, own_schedules = build_pipeline_automation(pipeline, settings,
+                                                               jobs[pipeline.name])
+        sensors += own_sensors
+        schedules += own_schedules
     return dg.Definitions(sensors=sensors, schedules=schedules)
+
+
+def shared_sensors() -> list[dg.SensorDefinition]:
+    """The sensors of the whole instance, not of one pipeline: run status, reconciliation and
+    the workspace janitor. They must load whatever state any one pipeline is in."""
+    return [*RUN_STATUS_SENSORS, ccat_reconcile_sensor, build_workspace_janitor_sensor()]
+
+
+def build_pipeline_automation(pipeline: PipelineDef, settings: Settings,
+                              jobs: Sequence[LaunchableJob],
+                              ) -> tuple[list[dg.SensorDefinition], list[dg.ScheduleDefinition]]:
+    """One pipeline's own gap sensor or gap schedules, built apart from every other pipeline's
+    so that a pipeline Dagster refuses can be left out alone."""
+    served = serves_location(settings.processing_location_id,
+                             pipeline.processing_location_id, pipeline.processing_location)
+    if pipeline.trigger_type == TriggerType.CONTINUOUS:
+        return [build_gap_sensor(pipeline, served=served,
+                                 interval_seconds=settings.sensor_interval_seconds,
+                                 jobs=jobs)], []
+    if pipeline.trigger_type == TriggerType.CRON and pipeline.cron:
+        return [], build_gap_schedules(pipeline, served=served)
+    return [], []
