@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ccat_assets.grouping.keys import grain_name
 from ccat_assets.opsdb import DataLocation, Pipeline, ReductionStep, TriggerType
-from ccat_assets.spec import topological_order
+from ccat_assets.spec import PipelineSpec, topological_order
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,24 @@ class PipelineDef:
 
 
 def load_catalog(session: Session) -> list[PipelineDef]:
+    pipelines, unreadable = load_catalog_checked(session)
+    if unreadable:
+        raise ValueError("; ".join(f"pipeline {u.name}: {u.reason}" for u in unreadable))
+    return pipelines
+
+
+@dataclass(frozen=True)
+class UnreadablePipeline:
+    """A pipeline row that cannot be turned into a :class:`PipelineDef` (written by a tool
+    other than ``ccat-wm apply``, or left over from an older schema), and why."""
+
+    name: str
+    reason: str
+
+
+def load_catalog_checked(session: Session) -> tuple[list[PipelineDef], list[UnreadablePipeline]]:
+    """Every pipeline of the ops-db, each read on its own: one unreadable row is reported,
+    never allowed to stop the others from loading."""
     pipelines = session.scalars(
         sa.select(Pipeline).order_by(Pipeline.name).options(
             selectinload(Pipeline.steps).selectinload(ReductionStep.depends_on),
@@ -75,24 +93,26 @@ def load_catalog(session: Session) -> list[PipelineDef]:
         )
     ).all()
     locations = dict(session.execute(sa.select(DataLocation.id, DataLocation.name)).all())
-    return [_pipeline_def(p, locations) for p in pipelines]
+    loaded: list[PipelineDef] = []
+    unreadable: list[UnreadablePipeline] = []
+    for row in pipelines:
+        try:
+            loaded.append(_pipeline_def(row, locations))
+        except Exception as exc:  # noqa: BLE001 - any bad row is this pipeline's problem only
+            unreadable.append(UnreadablePipeline(row.name, f"{type(exc).__name__}: {exc}"))
+    return loaded, unreadable
 
 
 def _pipeline_def(pipeline: Pipeline, locations: dict[int, str]) -> PipelineDef:
-    depends = {s.name: [d.name for d in s.depends_on] for s in pipeline.steps}
-    consumed = {d for deps in depends.values() for d in deps}
-    order = topological_order(depends)
-    by_name = {s.name: s for s in pipeline.steps}
-    steps = tuple(
-        StepDef(
-            pipeline=pipeline.name, name=s.name, description=s.description,
-            software=s.software.name, group_by=tuple(s.group_by or ()),
-            depends_on=tuple(depends[s.name]), max_concurrent_runs=s.max_concurrent_runs,
-            max_retries=s.max_retries, cooldown_seconds=s.cooldown_seconds,
-            schedule=s.schedule, batch_size=s.batch_size, is_final=s.name not in consumed,
-        )
-        for s in (by_name[n] for n in order)
-    )
+    steps = [
+        _StepFields(name=s.name, description=s.description, software=s.software.name,
+                    group_by=tuple(s.group_by or ()),
+                    depends_on=tuple(d.name for d in s.depends_on),
+                    max_concurrent_runs=s.max_concurrent_runs, max_retries=s.max_retries,
+                    cooldown_seconds=s.cooldown_seconds, schedule=s.schedule,
+                    batch_size=s.batch_size)
+        for s in pipeline.steps
+    ]
     return PipelineDef(
         name=pipeline.name, description=pipeline.description,
         grouping=pipeline.data_grouping.name,
@@ -100,5 +120,58 @@ def _pipeline_def(pipeline: Pipeline, locations: dict[int, str]) -> PipelineDef:
         processing_location_id=pipeline.processing_location_id,
         trigger_type=TriggerType(pipeline.trigger_type),
         cron=(pipeline.trigger_config or {}).get("cron"), enabled=pipeline.enabled,
-        priority=pipeline.priority, steps=steps,
+        priority=pipeline.priority, steps=_step_defs(pipeline.name, steps),
+    )
+
+
+def pipeline_def_from_spec(spec: PipelineSpec, processing_location_id: int = 0) -> PipelineDef:
+    """The snapshot ``spec`` becomes once applied, without a database: validation builds its
+    Dagster definitions from this to find what Dagster would refuse at load."""
+    steps = [
+        _StepFields(name=s.name, description=s.description, software=s.software,
+                    group_by=tuple(s.group_by), depends_on=tuple(s.depends_on),
+                    max_concurrent_runs=s.max_concurrent_runs, max_retries=s.max_retries,
+                    cooldown_seconds=s.cooldown_seconds, schedule=s.schedule,
+                    batch_size=s.batch_size)
+        for s in spec.steps
+    ]
+    return PipelineDef(
+        name=spec.name, description=spec.description, grouping=spec.grouping,
+        processing_location=spec.processing_location,
+        processing_location_id=processing_location_id, trigger_type=spec.trigger.type,
+        cron=spec.trigger.cron, enabled=spec.enabled, priority=spec.priority,
+        steps=_step_defs(spec.name, steps),
+    )
+
+
+@dataclass(frozen=True)
+class _StepFields:
+    """A step as stored, before the catalog orders it and marks its final steps."""
+
+    name: str
+    description: str | None
+    software: str
+    group_by: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    max_concurrent_runs: int | None
+    max_retries: int
+    cooldown_seconds: int
+    schedule: str | None
+    batch_size: int
+
+
+def _step_defs(pipeline: str, steps: list[_StepFields]) -> tuple[StepDef, ...]:
+    """Steps in dependency order; a step no other step consumes is final."""
+    depends = {s.name: list(s.depends_on) for s in steps}
+    consumed = {d for deps in depends.values() for d in deps}
+    by_name = {s.name: s for s in steps}
+    return tuple(
+        StepDef(
+            pipeline=pipeline, name=s.name, description=s.description, software=s.software,
+            group_by=s.group_by, depends_on=s.depends_on,
+            max_concurrent_runs=s.max_concurrent_runs, max_retries=s.max_retries,
+            cooldown_seconds=s.cooldown_seconds, schedule=s.schedule,
+            batch_size=s.batch_size, is_final=s.name not in consumed,
+        )
+        for s in (by_name[n] for n in topological_order(depends))
     )

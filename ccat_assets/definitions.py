@@ -1,51 +1,40 @@
 """The code location: ``ccat_assets.definitions:defs``, built from the ops-db when it loads.
 
 A pipeline applied while Dagster runs shows up when the location reloads (``ccat-wm apply``
-asks the running webserver to reload it).
+asks the running webserver to reload it). Each pipeline is built and checked on its own
+(``ccat_assets.location``): one that Dagster refuses is left out, logged and shown as a
+placeholder asset, and everything else loads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
 
-from ccat_assets.batch_job import build_batch_jobs
-from ccat_assets.catalog import PipelineDef, load_catalog
-from ccat_assets.factory import (
-    build_pipeline_definitions,
-    build_pipeline_jobs,
-    build_raw_data_asset,
-)
+from ccat_assets.catalog import PipelineDef, UnreadablePipeline, load_catalog_checked
+from ccat_assets.location import assemble
+from ccat_assets.not_loaded import log_not_loaded
 from ccat_assets.opsdb.migrate import require_current
 from ccat_assets.opsdb.session import get_engine, session_scope
 from ccat_assets.settings import get_settings
-from resources.execution import ExecutionResource
-from resources.opsdb import OpsDBResource
-from sensors import build_automation
 
 
-def build_definitions(catalog: list[PipelineDef]) -> dg.Definitions:
-    """Pure: the whole code location for a catalog snapshot."""
-    opsdb = OpsDBResource()
-    groupings = sorted({p.grouping for p in catalog})
-    # built once: the sensors that launch them must target these very objects
-    jobs = {p.name: [*build_pipeline_jobs(p), *build_batch_jobs(p)] for p in catalog}
-    return dg.Definitions.merge(
-        dg.Definitions(
-            assets=[build_raw_data_asset(g) for g in groupings],
-            jobs=[job for pipeline_jobs in jobs.values() for job in pipeline_jobs],
-            resources={"opsdb": opsdb, "execution": ExecutionResource(opsdb=opsdb)},
-            executor=dg.in_process_executor,
-        ),
-        *[build_pipeline_definitions(p) for p in catalog],
-        build_automation(catalog, get_settings(), jobs),
-    )
+def build_definitions(catalog: list[PipelineDef],
+                      unreadable: Sequence[UnreadablePipeline] = ()) -> dg.Definitions:
+    """Pure: the whole code location for a catalog snapshot, without the pipelines Dagster
+    refuses (each logged)."""
+    result = assemble(catalog, get_settings(), unreadable)
+    for item in result.not_loaded:
+        log_not_loaded(item)
+    return result.definitions
 
 
 def load_definitions() -> dg.Definitions:
     require_current(get_engine())
     with session_scope() as session:
-        catalog = load_catalog(session)
-    return build_definitions(catalog)
+        catalog, unreadable = load_catalog_checked(session)
+    return build_definitions(catalog, unreadable)
 
 
 @dg.definitions

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -29,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from ccat_assets.cron import cron_problem
 from ccat_assets.grouping import validate_filter_rules, validate_group_by
 from ccat_assets.opsdb.enums import LocationType, StorageType, TriggerType, VersionPolicy
 from ccat_assets.specfile import (
@@ -175,8 +175,9 @@ JSONList = Annotated[list[Any], AfterValidator(_storable)]
 
 
 def _valid_cron(value: str) -> str:
-    if not croniter.is_valid(value):
-        raise ValueError(f"{value!r} is not a valid cron expression (5 fields, e.g. '0 3 * * *')")
+    """Dagster's rule, not croniter's: a trigger cron becomes a Dagster schedule at load."""
+    if problem := cron_problem(value):
+        raise ValueError(problem)
     return value
 
 

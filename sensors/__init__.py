@@ -35,22 +35,49 @@ def build_automation(catalog: list[PipelineDef], settings: Settings,
     per-grain and batch jobs, which the gap sensors target (built here when not given)."""
     if jobs is None:
         jobs = {p.name: [*build_pipeline_jobs(p), *build_batch_jobs(p)] for p in catalog}
-    interval = settings.sensor_interval_seconds
-    sensors: list[dg.SensorDefinition] = [
-        *RUN_STATUS_SENSORS, ccat_reconcile_sensor, build_workspace_janitor_sensor(),
-        build_queued_runs_sensor(catalog, interval)]
+    sensors: list[dg.SensorDefinition] = shared_sensors(catalog, settings)
     schedules: list[dg.ScheduleDefinition] = []
-    without_gap_sensor: list[PipelineDef] = []
     for pipeline in catalog:
-        served = serves_location(settings.processing_location_id,
-                                 pipeline.processing_location_id, pipeline.processing_location)
-        if not (pipeline.trigger_type == TriggerType.CONTINUOUS and pipeline.enabled and served):
-            without_gap_sensor.append(pipeline)
-        if pipeline.trigger_type == TriggerType.CONTINUOUS:
-            sensors.append(build_gap_sensor(
-                pipeline, served=served, interval_seconds=interval,
-                jobs=jobs[pipeline.name]))
-        elif pipeline.trigger_type == TriggerType.CRON and pipeline.cron:
-            schedules += build_gap_schedules(pipeline, served=served)
-    sensors.append(build_partitions_sensor(without_gap_sensor, interval))
+        own_sensors, own_schedules = build_pipeline_automation(pipeline, settings,
+                                                               jobs[pipeline.name])
+        sensors += own_sensors
+        schedules += own_schedules
     return dg.Definitions(sensors=sensors, schedules=schedules)
+
+
+def _served(pipeline: PipelineDef, settings: Settings) -> bool:
+    return serves_location(settings.processing_location_id,
+                           pipeline.processing_location_id, pipeline.processing_location)
+
+
+def has_running_gap_sensor(pipeline: PipelineDef, settings: Settings) -> bool:
+    return (pipeline.trigger_type == TriggerType.CONTINUOUS and pipeline.enabled
+            and _served(pipeline, settings))
+
+
+def shared_sensors(catalog: Sequence[PipelineDef], settings: Settings,
+                   ) -> list[dg.SensorDefinition]:
+    """The sensors of the whole instance, not of one pipeline: run status, reconciliation,
+    the workspace janitor, queued runs' rows and partitions of the pipelines (``catalog``:
+    those that loaded) that no gap sensor follows. They must load whatever state any one
+    pipeline is in."""
+    interval = settings.sensor_interval_seconds
+    return [*RUN_STATUS_SENSORS, ccat_reconcile_sensor, build_workspace_janitor_sensor(),
+            build_queued_runs_sensor(catalog, interval),
+            build_partitions_sensor(
+                [p for p in catalog if not has_running_gap_sensor(p, settings)], interval)]
+
+
+def build_pipeline_automation(pipeline: PipelineDef, settings: Settings,
+                              jobs: Sequence[LaunchableJob],
+                              ) -> tuple[list[dg.SensorDefinition], list[dg.ScheduleDefinition]]:
+    """One pipeline's own gap sensor or gap schedules, built apart from every other pipeline's
+    so that a pipeline Dagster refuses can be left out alone."""
+    served = _served(pipeline, settings)
+    if pipeline.trigger_type == TriggerType.CONTINUOUS:
+        return [build_gap_sensor(pipeline, served=served,
+                                 interval_seconds=settings.sensor_interval_seconds,
+                                 jobs=jobs)], []
+    if pipeline.trigger_type == TriggerType.CRON and pipeline.cron:
+        return [], build_gap_schedules(pipeline, served=served)
+    return [], []

@@ -54,6 +54,16 @@ CASES = [
      "pipelines[chai_test].grouping: unknown grouping 'chai-archivd'; did you mean"),
     ("bad-cron", "pipelines/0/trigger", {"type": "CRON", "cron": "61 * * * *"},
      "pipelines[chai_test].trigger.cron: "),
+    # Dagster's own cron rule, not croniter's: six fields or 30 February passed croniter, then
+    # the code location refused the schedule at load.
+    ("six-field-cron", "pipelines/0/trigger", {"type": "CRON", "cron": "0 0 3 * * *"},
+     "pipelines[chai_test].trigger.cron: Value error, '0 0 3 * * *' has 6 fields; Dagster "
+     "schedules take standard cron expressions of 5 fields"),
+    ("february-30-cron", "pipelines/0/trigger", {"type": "CRON", "cron": "0 0 30 2 *"},
+     "pipelines[chai_test].trigger.cron: Value error, '0 0 30 2 *' is not a cron expression "
+     "Dagster schedules accept"),
+    ("six-field-step-schedule", f"{STEP0}/schedule", "0 0 3 * * *",
+     "steps[0].schedule: Value error, '0 0 3 * * *' has 6 fields"),
     ("cron-missing", "pipelines/0/trigger", {"type": "CRON"},
      "pipelines[chai_test].trigger.cron: a CRON pipeline needs a cron expression"),
     ("bad-step-schedule", f"{STEP0}/schedule", "every day",

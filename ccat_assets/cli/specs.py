@@ -8,13 +8,14 @@ import click
 import sqlalchemy as sa
 
 from ccat_assets.apply import apply_spec_set, known_objects
-from ccat_assets.catalog import load_catalog
+from ccat_assets.catalog import load_catalog_checked
 from ccat_assets.cli.common import echo_json, fail_with_problems, opsdb_session
 from ccat_assets.cli.reload import reload_code_location
+from ccat_assets.cli.status import load_status
 from ccat_assets.ingest import ingest as ingest_manifests
 from ccat_assets.ingest import read_manifests
 from ccat_assets.opsdb import Pipeline
-from ccat_assets.spec import validate_spec_files
+from ccat_assets.spec_dagster import validate_for_dagster
 from ccat_assets.specfile import SpecError
 from sensors.pools import set_pool_limits
 
@@ -28,12 +29,13 @@ FILES = click.argument("files", nargs=-1, required=True,
               help="Also accept references to software, groupings and locations in the ops-db.")
 def validate(files: tuple[Path, ...], against_db: bool) -> None:
     """Check pipeline spec FILES; list every problem (exit 2) or say they are valid."""
-    known = None
+    known, existing = None, []
     if against_db:
         with opsdb_session() as session:
             known = known_objects(session)
+            existing, _ = load_catalog_checked(session)
     try:
-        spec_set = validate_spec_files(list(files), known)
+        spec_set = validate_for_dagster(list(files), known, existing)
     except SpecError as exc:
         fail_with_problems(exc)
     click.echo(
@@ -50,7 +52,8 @@ def apply(files: tuple[Path, ...], reload: bool) -> None:
     """Validate and upsert pipeline spec FILES into the ops-db (idempotent)."""
     try:
         with opsdb_session() as session:
-            spec_set = validate_spec_files(list(files), known_objects(session))
+            existing, _ = load_catalog_checked(session)
+            spec_set = validate_for_dagster(list(files), known_objects(session), existing)
             report = apply_spec_set(session, spec_set)
     except SpecError as exc:
         fail_with_problems(exc)
@@ -62,7 +65,7 @@ def apply(files: tuple[Path, ...], reload: bool) -> None:
     if reload:
         click.echo(reload_code_location())
     with opsdb_session() as session:
-        click.echo(set_pool_limits(load_catalog(session)))
+        click.echo(set_pool_limits(load_catalog_checked(session)[0]))
 
 
 @click.command()
@@ -82,7 +85,11 @@ def ingest(files: tuple[Path, ...]) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
 def pipelines(as_json: bool) -> None:
-    """List the pipelines in the ops-db."""
+    """List the pipelines in the ops-db, and whether the code location loads each.
+
+    The status comes from building the code location the way Dagster loads it: ``loaded``,
+    or ``not_loaded`` with the reason (the pipeline is left out; every other one loads).
+    """
     with opsdb_session() as session:
         rows = [
             {"name": p.name, "trigger": p.trigger_type.value, "enabled": p.enabled,
@@ -90,10 +97,19 @@ def pipelines(as_json: bool) -> None:
              "steps": [s.name for s in p.steps]}
             for p in session.scalars(sa.select(Pipeline).order_by(Pipeline.name))
         ]
+        catalog, unreadable = load_catalog_checked(session)
+    status = load_status(catalog, unreadable)
+    for row in rows:
+        row.update(status.get(row["name"], {"status": "not_loaded", "reason": "unknown",
+                                            "field": None}))
     if as_json:
         echo_json(rows)
         return
     for row in rows:
         state = "enabled" if row["enabled"] else "disabled"
-        click.echo(f"{row['name']:24} {row['trigger']:10} {state:8} prio {row['priority']:4} "
-                   f"grouping {row['grouping']}: {' -> '.join(row['steps'])}")
+        click.echo(f"{row['name']:24} {row['status']:10} {row['trigger']:10} {state:8} "
+                   f"prio {row['priority']:4} grouping {row['grouping']}: "
+                   f"{' -> '.join(row['steps'])}")
+        if row["reason"]:
+            where = f" [{row['field']}]" if row["field"] else ""
+            click.echo(f"    not loaded{where}: {row['reason']}")
