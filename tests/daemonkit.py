@@ -48,6 +48,17 @@ def failed_runs() -> list[str]:
             ExecutedReductionStep.status == RunStatus.FAILED)))
 
 
+def disagreements(home: Path) -> list[str]:
+    """What ``ccat-wm check`` finds between the Dagster instance at ``home`` and the ops-db."""
+    import dagster as dg
+
+    from ccat_assets.consistency_snapshot import check_pipelines
+
+    with dg.DagsterInstance.from_config(str(home)) as instance, session_scope() as session:
+        return [f"{f.kind} {f.step} {f.key}: {f.detail}"
+                for f in check_pipelines(instance, session)]
+
+
 def run_cli(args: list[str], env: dict[str, str]) -> str:
     result = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True,
                             timeout=180, check=False)

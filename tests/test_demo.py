@@ -75,6 +75,9 @@ def test_demo_runs_end_to_end_and_the_webserver_shows_it(tmp_path: Path) -> None
     port = _free_port()
     web_env = {**env, "CCAT_WORKFLOW_MANAGER_HOME": str(home),
                "DAGSTER_HOME": str(home / "dagster")}
+    checked = subprocess.run([str(BIN / "ccat-wm"), "check"], cwd=ROOT, env=web_env,
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # Dagster == ops-db
     server = subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml",
                                "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=web_env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from ccat_assets.cli.check import check
 from ccat_assets.cli.db import db
 from ccat_assets.cli.gaps import gaps
 from ccat_assets.cli.grouping import grouping
@@ -24,7 +25,7 @@ def cli() -> None:
 
 for command in (db, validate, apply, ingest, pipelines, grouping, partitions, gaps):
     cli.add_command(command)
-for command in (products, runs, lineage, workspace):
+for command in (products, runs, lineage, workspace, check):
     cli.add_command(command)
 
 

@@ -33,7 +33,7 @@ from dagster_graphql import DagsterGraphQLClient
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
-from tests.daemonkit import BIN, ROOT, run_cli, start_daemon, stop_daemon
+from tests.daemonkit import BIN, ROOT, disagreements, run_cli, start_daemon, stop_daemon
 from tests.gaps.gapkit import PIPELINE, SCANS, scan_key
 
 JOB = f"{PIPELINE}__executed_obs_unit"
@@ -182,6 +182,7 @@ def test_every_launch_path_queues_rows_and_runs_each_scan_once(
         assert job_dirs() == 3
         backfill_all(daemon_env, workspace, log)
         assert len(rows()) == 4 and job_dirs() == 3  # nothing new ran
+        assert disagreements(home) == []  # ccat-wm check
     finally:
         stop_daemon(daemon)
         server.terminate()

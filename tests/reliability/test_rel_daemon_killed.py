@@ -52,6 +52,7 @@ from ccat_assets.opsdb.types import utcnow
 from tests.daemonkit import (  # noqa: F401 - daemon_env_fixture is the fixture daemon_env
     completed_runs,
     daemon_env_fixture,
+    disagreements,
     kill_daemon,
     start_daemon,
     stop_daemon,
@@ -259,3 +260,4 @@ def test_daemon_killed_mid_tick_launches_each_gap_once(
 
     # The final state is what a from-scratch gap evaluation calls up to date.
     assert gaps_left() == []
+    assert disagreements(home) == []  # ccat-wm check
