@@ -103,7 +103,7 @@ def take_placeholder(session: Session, step_id: int, sub_group_key: str,
     if not rows:
         return None
     order = list(dagster_run_ids)
-    rows.sort(key=lambda r: order.index(r.dagster_run_id) if r.dagster_run_id in order else 0)
+    rows.sort(key=lambda r: order.index(r.dagster_run_id))
     for extra in rows[1:]:
         session.delete(extra)
     return rows[0]
