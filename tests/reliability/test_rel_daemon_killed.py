@@ -16,11 +16,10 @@ the tick went by between the check and the kill) is retried with new scans, at m
 ``ATTEMPTS`` times.
 
 While the first daemon lives the run queue is held (``max_concurrent_runs: 0``), so no run
-worker is executing when the group is killed: this test is about the tick. (A run worker
-killed under the default run launcher leaves its Dagster run STARTED for ever: that launcher
-cannot report a dead worker to the run monitoring.) The restarted daemon has the production
-limit and fills every gap: the resumed tick queues the runs it had not created, later ticks
-launch the downstream step.
+worker is executing when the group is killed: this test is about the tick (a run worker
+killed with the group is ``test_rel_run_worker_killed.py``). The restarted daemon has the
+production limit and fills every gap: the resumed tick queues the runs it had not created,
+later ticks launch the downstream step.
 """
 
 from __future__ import annotations
