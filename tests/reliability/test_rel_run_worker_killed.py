@@ -48,6 +48,7 @@ from ccat_assets.run_launcher import STARTED_PREFIX
 from resources.backends.ssh import SSHConnection, SSHTarget
 from tests.daemonkit import (  # noqa: F401 - daemon_env_fixture is the fixture daemon_env
     daemon_env_fixture,
+    disagreements,
     group_members,
     kill_daemon,
     start_daemon,
@@ -166,7 +167,7 @@ def daemon(daemon_env: dict[str, str], slurm_target: SSHTarget, tmp_path: Path
             stop_daemon(each.process)
 
 
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 @pytest.mark.parametrize("who, retries", [
     ("worker", True),
     ("worker-and-daemon", True),
@@ -243,4 +244,5 @@ def test_killed_run_worker_is_noticed(
         assert science == {}
         assert KEY not in materialized
     assert_no_live_in_flight_rows()
+    assert disagreements(home) == []  # ccat-wm check
 
