@@ -233,17 +233,23 @@ def _wait_until_ended(services: ExecutionServices, run_id: int) -> None:
 
 
 def _completed_with(session: Session, inputs: RunInputs) -> int | None:
-    """The newest COMPLETED run of the pair for exactly these inputs whose products are all
-    still on disk, if there is one. A run whose intermediates the janitor freed is not
-    reused: materializing the pair again is how a person recomputes them."""
+    """The newest COMPLETED run of the pair, if it was made from exactly these inputs and its
+    products are all still on disk.
+
+    Only the newest counts: it is what downstream steps consume and what gap evaluation
+    compares. Inputs that went back to those of an older run are reduced anew; re-reporting
+    the older run would leave the newest COMPLETED run with other inputs, so the pair would
+    stay a gap and be launched again and again. A run whose intermediates the janitor freed
+    is not reused either: materializing the pair again is how a person recomputes them.
+    """
     run = session.scalar(
         sa.select(ExecutedReductionStep)
         .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
                ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
-               ExecutedReductionStep.input_fingerprint == inputs.fingerprint,
                ExecutedReductionStep.status == RunStatus.COMPLETED)
         .order_by(ExecutedReductionStep.id.desc()).limit(1))
-    if run is None or freed_products(session, [p.id for p in run.products]):
+    if (run is None or run.input_fingerprint != inputs.fingerprint
+            or freed_products(session, [p.id for p in run.products])):
         return None
     return run.id
 

@@ -30,6 +30,7 @@ from ccat_assets.queued_rows import QueuedPair, record_queued
 from ccat_assets.settings import get_settings
 from sensors.queued_rows import record_queued_runs
 from sensors.run_status import settle_runs
+from tests.factories import pipeline_spec, write_spec
 from tests.gaps.gapkit import (
     PIPELINE,
     ccat,
@@ -246,3 +247,27 @@ def test_a_pair_another_live_run_is_doing_is_not_claimed_twice(manual: Path) -> 
                       sub_group_key=key, dagster_run_id="run-b")
     assert isinstance(after, Claimed) and not after.reattached
     assert [r.dagster_run_id for r in rows()] == ["run-a-retry", "run-b"]
+
+
+def apply_tag(tmp_path: Path, tag: str) -> None:
+    """The MANUAL test pipeline with the calibrate parameter ``tag`` (a new input fingerprint)."""
+    spec = pipeline_spec(tmp_path / "processing", tag=tag)
+    spec["pipelines"][0]["trigger"] = {"type": "MANUAL"}
+    ccat("apply", "--no-reload", str(write_spec(tmp_path / "pipeline.yaml", spec)))
+
+
+def test_inputs_back_to_an_older_runs_are_reduced_anew(manual: Path) -> None:
+    """Only the newest COMPLETED run is re-reported: re-reporting an older one whose inputs
+    came back would leave the pair a gap for ever (launched, re-reported, launched again)."""
+    key = scan_key("scan-001")
+    defs = load_definitions
+    with dg.instance_for_test() as instance:
+        for tag in ("v1", "v2", "v1"):
+            apply_tag(manual, tag)
+            assert materialize(defs(), instance, "calibrate", key).success
+    done = [r for r in rows() if RunStatus(r.status) == RunStatus.COMPLETED]
+    assert len(done) == 3 and done[0].input_fingerprint == done[2].input_fingerprint
+    assert done[1].input_fingerprint != done[0].input_fingerprint
+    decisions = json.loads(ccat("gaps", PIPELINE, "--json"))
+    assert [d["reason"] for d in decisions
+            if (d["step"], d["key"]) == ("calibrate", key)] == ["up_to_date"]
