@@ -9,6 +9,7 @@ not yet recorded is found again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from ccat_assets.collect import CollectionError, collect_run
 from ccat_assets.contract import PathMap, RunLayout, contract_env, write_manifest
+from ccat_assets.fingerprint import is_current
 from ccat_assets.inputs import RunInputs, is_final_step, layout_for, plan_inputs
 from ccat_assets.jobs import Backend, ContainerRuntime, JobSpec, JobStatus
 from ccat_assets.manifest import build_manifest
@@ -29,6 +31,7 @@ from ccat_assets.opsdb import (
     DataLocation,
     ExecutedReductionStep,
     RawDataPackage,
+    ReductionSoftwareVersion,
     RunStatus,
     run_input_data_product,
     run_input_raw_data_package,
@@ -233,19 +236,30 @@ def _wait_until_ended(services: ExecutionServices, run_id: int) -> None:
 
 
 def _completed_with(session: Session, inputs: RunInputs) -> int | None:
-    """The newest COMPLETED run of the pair for exactly these inputs whose products are all
-    still on disk, if there is one. A run whose intermediates the janitor freed is not
-    reused: materializing the pair again is how a person recomputes them."""
-    run = session.scalar(
-        sa.select(ExecutedReductionStep)
-        .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
-               ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
-               ExecutedReductionStep.input_fingerprint == inputs.fingerprint,
-               ExecutedReductionStep.status == RunStatus.COMPLETED)
-        .order_by(ExecutedReductionStep.id.desc()).limit(1))
-    if run is None or freed_products(session, [p.id for p in run.products]):
-        return None
-    return run.id
+    """The newest COMPLETED run of the pair that is current for these inputs and whose
+    products are all still on disk, if there is one. A run whose intermediates the janitor
+    freed is not reused: materializing the pair again is how a person recomputes them.
+
+    Current is gap evaluation's judgement (``fingerprint.is_current``), not equality of the
+    stored fingerprint: a run from before a switch of version policy whose version the new
+    policy accepts is up to date for the sensor, so it is reported again here too.
+    """
+    ers, rsv = ExecutedReductionStep, ReductionSoftwareVersion
+    rows = session.execute(
+        sa.select(ers.id, ers.input_fingerprint, rsv.version)
+        .join(rsv, rsv.id == ers.reduction_software_version_id)
+        .where(ers.reduction_step_id == inputs.step.id,
+               ers.sub_group_key == inputs.subgroup.key,
+               ers.status == RunStatus.COMPLETED)
+        .order_by(ers.id.desc()))
+    hashed = functools.cache(inputs.fingerprint_with)
+    for run_id, stored, used in rows:
+        if stored == inputs.fingerprint or is_current(
+                stored, used, policy=inputs.step.version_policy,
+                version=inputs.version.version, fingerprint_with=hashed):
+            run = session.get(ExecutedReductionStep, run_id)
+            return None if freed_products(session, [p.id for p in run.products]) else run_id
+    return None
 
 
 def _claim(
