@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from ccat_assets.collect import CollectionError, collect_run
 from ccat_assets.contract import PathMap, RunLayout, contract_env, write_manifest
+from ccat_assets.fingerprint import is_current
 from ccat_assets.inputs import RunInputs, is_final_step, layout_for, plan_inputs
 from ccat_assets.jobs import Backend, ContainerRuntime, JobSpec, JobStatus
 from ccat_assets.manifest import build_manifest
@@ -29,6 +30,7 @@ from ccat_assets.opsdb import (
     DataLocation,
     ExecutedReductionStep,
     RawDataPackage,
+    ReductionSoftwareVersion,
     RunStatus,
     run_input_data_product,
     run_input_raw_data_package,
@@ -233,25 +235,34 @@ def _wait_until_ended(services: ExecutionServices, run_id: int) -> None:
 
 
 def _completed_with(session: Session, inputs: RunInputs) -> int | None:
-    """The newest COMPLETED run of the pair, if it was made from exactly these inputs and its
+    """The newest COMPLETED run of the pair, if it is current for these inputs and its
     products are all still on disk.
 
-    Only the newest counts: it is what downstream steps consume and what gap evaluation
-    compares. Inputs that went back to those of an older run are reduced anew; re-reporting
-    the older run would leave the newest COMPLETED run with other inputs, so the pair would
-    stay a gap and be launched again and again. A run whose intermediates the janitor freed
-    is not reused either: materializing the pair again is how a person recomputes them.
+    Current is gap evaluation's judgement (``fingerprint.is_current``), not equality of the
+    stored fingerprint: a run from before a switch of version policy whose version the new
+    policy accepts is up to date for the sensor, so it is reported again here too. Only the
+    newest counts: it is what downstream steps consume and what gap evaluation compares.
+    Inputs that went back to those of an older run are reduced anew; re-reporting the older
+    run would leave the pair a gap for ever. A run whose intermediates the janitor freed is
+    not reused either: materializing the pair again is how a person recomputes them.
     """
-    run = session.scalar(
-        sa.select(ExecutedReductionStep)
-        .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
-               ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
-               ExecutedReductionStep.status == RunStatus.COMPLETED)
-        .order_by(ExecutedReductionStep.id.desc()).limit(1))
-    if (run is None or run.input_fingerprint != inputs.fingerprint
-            or freed_products(session, [p.id for p in run.products])):
+    ers, rsv = ExecutedReductionStep, ReductionSoftwareVersion
+    newest = session.execute(
+        sa.select(ers.id, ers.input_fingerprint, rsv.version)
+        .join(rsv, rsv.id == ers.reduction_software_version_id)
+        .where(ers.reduction_step_id == inputs.step.id,
+               ers.sub_group_key == inputs.subgroup.key,
+               ers.status == RunStatus.COMPLETED)
+        .order_by(ers.id.desc()).limit(1)).first()
+    if newest is None:
         return None
-    return run.id
+    run_id, stored, used = newest
+    if stored != inputs.fingerprint and not is_current(
+            stored, used, policy=inputs.step.version_policy, version=inputs.version.version,
+            fingerprint_with=inputs.fingerprint_with):
+        return None
+    run = session.get(ExecutedReductionStep, run_id)
+    return None if freed_products(session, [p.id for p in run.products]) else run_id
 
 
 def _claim(

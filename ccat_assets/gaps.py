@@ -4,12 +4,13 @@ Pure: a :class:`PipelineState` (what the ops-db and Dagster say now) and a clock
 :class:`Decision` per pair out. No database, no Dagster, so every rule is a table-driven unit
 test and ``ccat-wm gaps`` shows exactly what the sensor would do.
 
-A pair has a gap when it has no completed run or its input fingerprint (raw packages, upstream
-products, config hash, version token; see :mod:`ccat_assets.fingerprint`) differs from the one
-of its newest completed run. A gap fires only when every upstream pair in its scope is complete
-(no gap, nothing in flight), nothing is in flight for the pair itself, the cooldown since the
-newest input change has passed, the failures for this fingerprint are within ``max_retries``,
-and, for a step with a ``schedule``, a cron tick fell since its last completed run.
+A pair has a gap when it has no completed run or its newest completed run is not current: its
+config differs, the step's version policy does not accept its version, or its inputs (raw
+packages, upstream products) differ; see :mod:`ccat_assets.fingerprint`. A gap fires only
+when every upstream pair in its scope is complete (no gap, nothing in flight), nothing is in
+flight for the pair itself, the cooldown since the newest input change has passed, the
+failures for this fingerprint are within ``max_retries``, and, for a step with a
+``schedule``, a cron tick fell since its last completed run.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from croniter import croniter
 
-from ccat_assets.fingerprint import input_fingerprint
+from ccat_assets.fingerprint import accepts, input_fingerprint, same_inputs, version_token
 from ccat_assets.grouping import SubGroup
+from ccat_assets.opsdb.enums import VersionPolicy
 
 #: Examples listed in a decision's details (the count is always complete).
 MAX_EXAMPLES = 5
@@ -59,7 +61,8 @@ class CompletedRun:
     run_id: int
     fingerprint: str
     config_hash: str
-    version_token: str
+    #: The software version it ran with (not a token: the policy may have changed since).
+    version: str
     finished_at: dt.datetime | None
     #: Its products except LOG, as (id, checksum): the upstream input of downstream steps.
     products: tuple[tuple[int, str], ...] = ()
@@ -79,16 +82,22 @@ class StepState:
     max_retries: int
     schedule: str | None
     config_hash: str
-    #: ``fingerprint.version_token`` of the version a run would use; None when there is none.
-    version_token: str | None
+    version_policy: VersionPolicy
+    #: The software version a run would use now; None when there is none.
+    version: str | None
     subgroups: Mapping[str, SubGroup]
     completed: Mapping[str, CompletedRun] = field(default_factory=dict)
     #: Keys with a run in flight, in the ops-db or queued/started in Dagster.
     in_flight: frozenset[str] = frozenset()
     #: Failed or cancelled attempts per (key, fingerprint).
     failures: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    #: Why ``version_token`` is None (e.g. "exact policy pins no version").
+    #: Why ``version`` is None (e.g. "exact policy pins no version").
     version_problem: str | None = None
+
+    @property
+    def version_token(self) -> str | None:
+        """The version component of the fingerprint a run would have now."""
+        return None if self.version is None else version_token(self.version_policy, self.version)
 
 
 @dataclass(frozen=True)
@@ -144,9 +153,10 @@ def with_in_flight(state: PipelineState,
     return dataclasses.replace(state, steps=steps)
 
 
-#: (step, key) -> (the fingerprint's inputs, the fingerprint): lets a caller that evaluates
-#: the same pipeline again skip re-hashing the pairs whose inputs did not change.
-FingerprintMemo = dict[tuple[str, str], tuple[tuple[Any, ...], str]]
+#: (step, key, what) -> (the inputs, the result): lets a caller that evaluates the same
+#: pipeline again skip re-hashing the pairs whose inputs did not change (their fingerprint,
+#: and what changed since their last completed run).
+FingerprintMemo = dict[tuple[str, str, str], tuple[tuple[Any, ...], Any]]
 
 
 def evaluate(state: PipelineState, now: dt.datetime,
@@ -247,11 +257,12 @@ def _decide(state: PipelineState, step: StepState, subgroup: SubGroup,
     fingerprint = _fingerprint(step, subgroup, products, memo)
     base = {"fingerprint": fingerprint, "gap_since": newest}
     in_flight = key in step.in_flight
-    if last is not None and last.fingerprint == fingerprint:
+    changed = _changed(step, last, subgroup, products, fingerprint, memo)
+    if last is not None and not changed:
         reason = Reason.IN_FLIGHT if in_flight else Reason.UP_TO_DATE
         return Decision(step.name, key, False, reason, details={"run_id": last.run_id}, **base)
 
-    gap, changed = _gap_reason(step, last, subgroup, products)
+    gap = _gap_reason(last, changed)
     details: dict[str, Any] = {"changed": changed} if changed else {}
     if in_flight:
         return Decision(step.name, key, False, Reason.IN_FLIGHT, gap=gap, details=details, **base)
@@ -280,44 +291,77 @@ def _decide(state: PipelineState, step: StepState, subgroup: SubGroup,
     return Decision(step.name, key, True, gap, gap=gap, attempt=failures, details=details, **base)
 
 
-def _fingerprint(step: StepState, subgroup: SubGroup, products: list[tuple[int, str]],
-                 memo: FingerprintMemo | None) -> str:
-    assert step.version_token is not None
-    inputs = (subgroup.raw_data_package_ids, subgroup.package_checksums, tuple(products),
-              step.config_hash, step.version_token)
+def _memoized(memo: FingerprintMemo | None, slot: tuple[str, str, str],
+              inputs: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    """``compute()``, or its result of an earlier evaluation with the same ``inputs``."""
     if memo is not None:
-        known = memo.get((step.name, subgroup.key))
+        known = memo.get(slot)
         if known is not None and known[0] == inputs:
             return known[1]
-    fingerprint = input_fingerprint(
-        packages=zip(subgroup.raw_data_package_ids, subgroup.package_checksums, strict=True),
-        upstream_products=products, config_hash=step.config_hash, version=step.version_token)
+    value = compute()
     if memo is not None:
-        memo[(step.name, subgroup.key)] = (inputs, fingerprint)
-    return fingerprint
+        memo[slot] = (inputs, value)
+    return value
 
 
-def _gap_reason(step: StepState, last: CompletedRun | None, subgroup: SubGroup,
-                products: list[tuple[int, str]]) -> tuple[Reason, list[str]]:
-    """Name what changed since ``last``; the stored fingerprint is one hash, so the inputs are
-    judged by recomputing it with the last run's config and version."""
-    if last is None:
-        return Reason.NO_COMPLETED_RUN, []
-    assert step.version_token is not None
+def _fingerprint(step: StepState, subgroup: SubGroup, products: list[tuple[int, str]],
+                 memo: FingerprintMemo | None) -> str:
+    token = step.version_token
+    assert token is not None
+    inputs = (subgroup.raw_data_package_ids, subgroup.package_checksums, tuple(products),
+              step.config_hash, token)
+    return _memoized(memo, (step.name, subgroup.key, "fingerprint"), inputs,
+                     lambda: _hash(subgroup, products, step.config_hash, token))
+
+
+def _hash(subgroup: SubGroup, products: list[tuple[int, str]], config_hash: str,
+          token: str) -> str:
+    return input_fingerprint(
+        packages=zip(subgroup.raw_data_package_ids, subgroup.package_checksums, strict=True),
+        upstream_products=products, config_hash=config_hash, version=token)
+
+
+def _changed(step: StepState, last: CompletedRun | None, subgroup: SubGroup,
+             products: list[tuple[int, str]], fingerprint: str,
+             memo: FingerprintMemo | None) -> list[str]:
+    """The components that changed since ``last``, in GAP_REASONS order; empty when it is
+    current (or there is none).
+
+    Equal fingerprints mean nothing changed. Otherwise each component is judged on its own:
+    the version by the step's policy now (a switch of policy alone changes no component
+    while the version it ran with is still accepted), the inputs by recomputing the stored
+    fingerprint from the current inputs with the run's own config and version.
+    """
+    if last is None or last.fingerprint == fingerprint:
+        return []
+    inputs = (subgroup.raw_data_package_ids, subgroup.package_checksums, tuple(products),
+              step.config_hash, step.version_policy, step.version, last.fingerprint,
+              last.config_hash, last.version)
+    return list(_memoized(memo, (step.name, subgroup.key, "changed"), inputs,
+                          lambda: tuple(_compare(step, last, subgroup, products))))
+
+
+def _compare(step: StepState, last: CompletedRun, subgroup: SubGroup,
+             products: list[tuple[int, str]]) -> list[str]:
+    assert step.version is not None
     changed = []
     if last.config_hash != step.config_hash:
         changed.append("config")
-    if last.version_token != step.version_token:
+    if not accepts(step.version_policy, step.version, last.version):
         changed.append("version")
-    packages = zip(subgroup.raw_data_package_ids, subgroup.package_checksums, strict=True)
-    with_old_settings = input_fingerprint(packages=packages, upstream_products=products,
-                                          config_hash=last.config_hash,
-                                          version=last.version_token)
-    if with_old_settings != last.fingerprint:
+    if not same_inputs(last.fingerprint, last.version,
+                       lambda token: _hash(subgroup, products, last.config_hash, token)):
         changed.append("inputs")
+    return changed
+
+
+def _gap_reason(last: CompletedRun | None, changed: Sequence[str]) -> Reason:
+    """The gap a decision names: no run, else the first component that changed."""
+    if last is None:
+        return Reason.NO_COMPLETED_RUN
     by_component = {"config": Reason.CONFIG_CHANGED, "version": Reason.VERSION_CHANGED,
                     "inputs": Reason.INPUTS_CHANGED}
-    return (by_component[changed[0]] if changed else Reason.INPUTS_CHANGED), changed
+    return by_component[changed[0]]
 
 
 def _later(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:

@@ -62,6 +62,11 @@ class RunInputs:
     fingerprint: str
     is_final: bool
 
+    def fingerprint_with(self, token: str) -> str:
+        """The fingerprint of these inputs and config with version token ``token``: how a
+        completed run of another policy is recognised as a run of exactly these inputs."""
+        return _fingerprint(self.subgroup, self.upstream, self.config.content_hash, token)
+
 
 def load_step(session: Session, pipeline_name: str, step_name: str) -> ReductionStep:
     step = session.scalar(
@@ -181,17 +186,21 @@ def plan_inputs(
     subgroup = resolve_one(session, grouping, list(step.group_by), sub_group_key)
     version = select_version(session, step)
     upstream, missing = upstream_products(session, step, subgroup, grouping, base_dir)
-    fingerprint = input_fingerprint(
-        packages=zip(subgroup.raw_data_package_ids, subgroup.package_checksums, strict=True),
-        upstream_products=[(p.id, p.checksum) for p in upstream],
-        config_hash=step.config.content_hash,
-        version=version_token(step.version_policy, version.version),
-    )
+    fingerprint = _fingerprint(subgroup, upstream, step.config.content_hash,
+                               version_token(step.version_policy, version.version))
     return RunInputs(
         pipeline=pipeline, step=step, subgroup=subgroup, version=version, config=step.config,
         upstream=upstream, upstream_missing=missing, fingerprint=fingerprint,
         is_final=is_final_step(session, step),
     )
+
+
+def _fingerprint(subgroup: SubGroup, upstream: list[UpstreamProduct], config_hash: str,
+                 token: str) -> str:
+    return input_fingerprint(
+        packages=zip(subgroup.raw_data_package_ids, subgroup.package_checksums, strict=True),
+        upstream_products=[(p.id, p.checksum) for p in upstream],
+        config_hash=config_hash, version=token)
 
 
 def layout_for(base_dir: Path, inputs: RunInputs, run_id: int) -> RunLayout:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
-from ccat_assets.fingerprint import version_token
 from ccat_assets.gaps import PipelineState, StepState
 from ccat_assets.gapstate.runs import RunTables, load_runs
 from ccat_assets.grouping import SubGroup, resolve_subgroups
@@ -77,7 +76,8 @@ class StepDefinition:
     schedule: str | None
     policy: VersionPolicy
     config_hash: str
-    version_token: str | None
+    #: The software version a run would use now (``inputs.select_version``), or None.
+    version: str | None
     version_problem: str | None
 
 
@@ -134,13 +134,13 @@ def load_definition(session: Session, name: str) -> PipelineDefinition:
     by_name = {s.name: s for s in pipeline.steps}
     steps = []
     for step in (by_name[n] for n in order):
-        token, problem = _version(step, latest)
+        version, problem = _version(step, latest)
         steps.append(StepDefinition(
             id=step.id, name=step.name, group_by=tuple(step.group_by or ()),
             depends_on=tuple(d.name for d in step.depends_on),
             cooldown_seconds=step.cooldown_seconds, max_retries=step.max_retries,
             schedule=step.schedule, policy=VersionPolicy(step.version_policy),
-            config_hash=step.config.content_hash, version_token=token, version_problem=problem))
+            config_hash=step.config.content_hash, version=version, version_problem=problem))
     grouping = pipeline.data_grouping
     return PipelineDefinition(name=pipeline.name, priority=pipeline.priority,
                               filter_rules=list(grouping.filter_rules or []),
@@ -156,8 +156,7 @@ def resolve_grains(session: Session, definition: PipelineDefinition) -> Grains:
 
 
 def load_step_runs(session: Session, definition: PipelineDefinition) -> RunTables:
-    return load_runs(session, {s.id: s.policy for s in definition.steps},
-                     definition.upstream_ids)
+    return load_runs(session, [s.id for s in definition.steps], definition.upstream_ids)
 
 
 def assemble(definition: PipelineDefinition, grains: Grains, runs: RunTables) -> PipelineState:
@@ -166,8 +165,8 @@ def assemble(definition: PipelineDefinition, grains: Grains, runs: RunTables) ->
         StepState(
             name=s.name, group_by=s.group_by, depends_on=s.depends_on,
             cooldown_seconds=s.cooldown_seconds, max_retries=s.max_retries,
-            schedule=s.schedule, config_hash=s.config_hash, version_token=s.version_token,
-            version_problem=s.version_problem,
+            schedule=s.schedule, config_hash=s.config_hash, version_policy=s.policy,
+            version=s.version, version_problem=s.version_problem,
             subgroups={sg.key: sg for sg in grains.get(s.group_by, ())},
             completed=runs.completed.get(s.id, {}),
             in_flight=frozenset(runs.in_flight.get(s.id, ())),
@@ -199,13 +198,13 @@ def _latest_versions(session: Session, software_ids: set[int]) -> dict[int, str]
 
 
 def _version(step: ReductionStep, latest: dict[int, str]) -> tuple[str | None, str | None]:
-    """The version token a run would use now (``inputs.select_version``), or why there is none."""
+    """The version a run would use now (``inputs.select_version``), or why there is none."""
     policy = VersionPolicy(step.version_policy)
     if policy == VersionPolicy.EXACT:
         if step.pinned_version is None:
             return None, f"step {step.name!r} is 'exact' but pins no version"
-        return version_token(policy, step.pinned_version.version), None
+        return step.pinned_version.version, None
     version = latest.get(step.reduction_software_id)
     if version is None:
         return None, f"the software of step {step.name!r} has no latest version"
-    return version_token(policy, version), None
+    return version, None

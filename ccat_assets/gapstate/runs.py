@@ -1,7 +1,7 @@
 """The runs of a pipeline's steps, read in three set-based queries.
 
-1. the newest COMPLETED run per (step, sub-group), with its config hash and version (the
-   newest by id, as the executor picks upstream runs);
+1. the newest COMPLETED run per (step, sub-group), with its config hash and the software
+   version it ran with (the newest by id, as the executor picks upstream runs);
 2. the other runs grouped by (step, sub-group, fingerprint, status): in-flight pairs and
    failure counts (only failures accumulate there, not the completed history);
 3. the products (except LOG) of the newest completed runs of steps something depends on.
@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ccat_assets.fingerprint import version_token
 from ccat_assets.gaps import CompletedRun
 from ccat_assets.opsdb import (
     IN_FLIGHT_STATUSES,
@@ -25,7 +24,6 @@ from ccat_assets.opsdb import (
     ReductionSoftwareVersion,
     ReductionStepConfig,
     RunStatus,
-    VersionPolicy,
 )
 from ccat_assets.storage_lifecycle import freed_products
 
@@ -53,13 +51,18 @@ def newest_completed(step_ids: Collection[int]) -> sa.Subquery:
     )
 
 
-def load_runs(session: Session, policies: Mapping[int, VersionPolicy | str],
+def load_runs(session: Session, step_ids: Collection[int],
               upstream_step_ids: Collection[int]) -> RunTables:
-    """The run tables of the steps in ``policies`` (step id -> its current version policy)."""
+    """The run tables of ``step_ids``.
+
+    A completed run keeps the concrete version it ran with, not a token of the step's current
+    policy: gap evaluation judges it under the policy of now, and its stored fingerprint under
+    whichever policy it ran with.
+    """
     tables = RunTables()
-    if not policies:
+    if not step_ids:
         return tables
-    step_ids = list(policies)
+    step_ids = list(step_ids)
     products = _products(session, upstream_step_ids)
     newest = newest_completed(step_ids)
     rows = session.execute(
@@ -72,14 +75,10 @@ def load_runs(session: Session, policies: Mapping[int, VersionPolicy | str],
               ReductionSoftwareVersion.id == ERS.reduction_software_version_id)
     )
     freed = freed_products(session, [pid for ps in products.values() for pid, _ in ps])
-    tokens: dict[tuple[int, str], str] = {}
     for run_id, step_id, key, fingerprint, finished_at, config_hash, version in rows:
-        token = tokens.get((step_id, version))
-        if token is None:
-            token = tokens[(step_id, version)] = version_token(policies[step_id], version)
         tables.completed.setdefault(step_id, {})[key] = CompletedRun(
             run_id=run_id, fingerprint=fingerprint, config_hash=config_hash,
-            version_token=token, finished_at=finished_at,
+            version=version, finished_at=finished_at,
             products=tuple(products.get(run_id, ())),
             evicted=any(pid in freed for pid, _ in products.get(run_id, ())))
     others = session.execute(

@@ -48,6 +48,18 @@ def apply_pipeline(tmp_path: Path, *, trigger: dict[str, Any] | None = None,
     ccat("apply", "--no-reload", str(write_spec(tmp_path / "pipeline.yaml", spec)))
 
 
+def apply_versions(tmp_path: Path, versions: Sequence[str], *,
+                   trigger: dict[str, Any] | None = None, **calibrate: Any) -> None:
+    """The test pipeline with ``versions`` of the calibration software (the highest is the
+    latest) and ``calibrate`` changed by ``calibrate`` (a version policy, a pin, a config)."""
+    spec = pipeline_spec(tmp_path / "processing")
+    spec["pipelines"][0]["trigger"] = trigger or {"type": "CONTINUOUS"}
+    spec["software"][0]["versions"] = [
+        {"version": v, "image": f"ghcr.io/ccatobs/test-calibration:{v}"} for v in versions]
+    spec["pipelines"][0]["steps"][0].update(calibrate)
+    ccat("apply", "--no-reload", str(write_spec(tmp_path / "pipeline.yaml", spec)))
+
+
 def ingest(tmp_path: Path, scans: Sequence[tuple[str, str, str]],
            night: str = "2026-11-01") -> None:
     ccat("ingest", str(write_observations(tmp_path / "archive", list(scans), night=night)))

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ccat_assets import gaps
 from ccat_assets.fingerprint import input_fingerprint, version_token
 from ccat_assets.gaps import (
     CompletedRun,
@@ -26,12 +27,14 @@ from ccat_assets.gaps import (
     with_in_flight,
 )
 from ccat_assets.grouping import SubGroup
+from ccat_assets.opsdb.enums import VersionPolicy
 
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 NOW = T0 + dt.timedelta(hours=1)
 CHECKSUMS = {1: "sha256:p1", 2: "sha256:p2", 3: "sha256:p3"}
 SCANS = {"scan=s1": (1, 2), "scan=s2": (3,)}
-V1 = version_token("compatible", "1.0.0")
+COMPATIBLE, EXACT = VersionPolicy.COMPATIBLE, VersionPolicy.EXACT
+V1 = version_token(COMPATIBLE, "1.0.0")
 PRODUCTS = {"scan=s1": ((101, "sha256:a"), (102, "sha256:b")), "scan=s2": ((103, "sha256:c"),)}
 
 
@@ -47,16 +50,17 @@ def fp(ids: tuple[int, ...], *, config: str = "cfg", version: str = V1,
                              upstream_products=upstream, config_hash=config, version=version)
 
 
-def done(fingerprint: str, *, run_id: int = 1, config: str = "cfg", version: str = V1,
+def done(fingerprint: str, *, run_id: int = 1, config: str = "cfg", used: str = "1.0.0",
          finished: dt.datetime = T0, products: tuple[tuple[int, str], ...] = ()) -> CompletedRun:
     return CompletedRun(run_id=run_id, fingerprint=fingerprint, config_hash=config,
-                        version_token=version, finished_at=finished, products=products)
+                        version=used, finished_at=finished, products=products)
 
 
 def calibrate(**changes: Any) -> StepState:
     step = StepState(
         name="calibrate", group_by=("scan",), depends_on=(), cooldown_seconds=0,
-        max_retries=1, schedule=None, config_hash="cfg", version_token=V1,
+        max_retries=1, schedule=None, config_hash="cfg", version_policy=COMPATIBLE,
+        version="1.0.0",
         subgroups={k: subgroup(k, ids) for k, ids in SCANS.items()})
     return dataclasses.replace(step, **changes)
 
@@ -71,7 +75,7 @@ def calibrate_done(**changes: Any) -> StepState:
 def grid(**changes: Any) -> StepState:
     step = StepState(
         name="grid", group_by=(), depends_on=("calibrate",), cooldown_seconds=0, max_retries=0,
-        schedule=None, config_hash="cfg-grid", version_token=V1,
+        schedule=None, config_hash="cfg-grid", version_policy=COMPATIBLE, version="1.0.0",
         subgroups={"all": subgroup("all", (1, 2, 3))})
     return dataclasses.replace(step, **changes)
 
@@ -106,20 +110,37 @@ CASES: list[tuple[str, PipelineState, str, str, bool, Reason, dict[str, Any]]] =
      world(calibrate(completed={"scan=s1": done(fp((1,), config="old"), config="old")})),
      "calibrate", "scan=s1", True, Reason.CONFIG_CHANGED, {"changed": ["config", "inputs"]}),
     ("new major version (compatible)",
-     world(calibrate(version_token=version_token("compatible", "2.0.0"),
+     world(calibrate(version="2.0.0",
                      completed={"scan=s1": done(fp((1, 2)))})),
      "calibrate", "scan=s1", True, Reason.VERSION_CHANGED, {"changed": ["version"]}),
     ("new minor version (compatible) does not reprocess",
-     world(calibrate(version_token=version_token("compatible", "1.4.2"),
+     world(calibrate(version="1.4.2",
                      completed={"scan=s1": done(fp((1, 2)))})),
      "calibrate", "scan=s1", False, Reason.UP_TO_DATE, {}),
     ("new pin (exact)",
-     world(calibrate(version_token=version_token("exact", "1.1.0"),
-                     completed={"scan=s1": done(fp((1, 2), version="exact:1.0.0"),
-                                                version="exact:1.0.0")})),
+     world(calibrate(version_policy=EXACT, version="1.1.0",
+                     completed={"scan=s1": done(fp((1, 2), version="exact:1.0.0"))})),
      "calibrate", "scan=s1", True, Reason.VERSION_CHANGED, {"changed": ["version"]}),
+    ("policy compatible -> exact on the version it ran with",
+     world(calibrate(version_policy=EXACT, completed={"scan=s1": done(fp((1, 2)))})),
+     "calibrate", "scan=s1", False, Reason.UP_TO_DATE, {"run_id": 1}),
+    ("policy exact -> compatible, same major",
+     world(calibrate(version="1.3.0",
+                     completed={"scan=s1": done(fp((1, 2), version="exact:1.0.0"))})),
+     "calibrate", "scan=s1", False, Reason.UP_TO_DATE, {"run_id": 1}),
+    ("policy compatible -> exact on the same version, package changed",
+     world(calibrate(version_policy=EXACT, completed={"scan=s1": done(fp((1,)))})),
+     "calibrate", "scan=s1", True, Reason.INPUTS_CHANGED, {"changed": ["inputs"]}),
+    ("policy compatible -> exact on a new version, package changed",
+     world(calibrate(version_policy=EXACT, version="1.1.0",
+                     completed={"scan=s1": done(fp((1,)))})),
+     "calibrate", "scan=s1", True, Reason.VERSION_CHANGED, {"changed": ["version", "inputs"]}),
+    ("policy exact -> compatible, config changed",
+     world(calibrate(completed={"scan=s1": done(fp((1, 2), config="old",
+                                                   version="exact:1.0.0"), config="old")})),
+     "calibrate", "scan=s1", True, Reason.CONFIG_CHANGED, {"changed": ["config"]}),
     ("no usable version",
-     world(calibrate(version_token=None, version_problem="pins no version")),
+     world(calibrate(version=None, version_problem="pins no version")),
      "calibrate", "scan=s1", False, Reason.NO_VERSION, {"problem": "pins no version"}),
     ("run in flight", world(calibrate(in_flight=frozenset({"scan=s1"}))),
      "calibrate", "scan=s1", False, Reason.IN_FLIGHT, {}),
@@ -232,6 +253,20 @@ def test_runs_to_request_oldest_gap_first_and_bounded() -> None:
     assert [d.key for d in runs_to_request(decisions, 1)] == ["scan=s2"]
     waiting = [dataclasses.replace(d, fire=False) for d in decisions]
     assert runs_to_request(waiting, 10) == []
+
+
+def test_memo_spares_rehashing_after_a_policy_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a switch every pair's fingerprint differs from its run's; judging that it is
+    still current hashes again only when something changed."""
+    switched = world(calibrate_done(version_policy=EXACT))
+    memo: dict = {}
+    first = evaluate(switched, NOW, memo)
+    assert {d.reason for d in first} == {Reason.UP_TO_DATE}
+    hashes: list[str] = []
+    real = gaps.input_fingerprint
+    monkeypatch.setattr(gaps, "input_fingerprint", lambda **kw: hashes.append("") or real(**kw))
+    assert evaluate(switched, NOW, memo) == first
+    assert hashes == []
 
 
 def test_every_pair_gets_exactly_one_decision() -> None:

@@ -20,11 +20,11 @@ from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import get_engine, session_scope
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.settings import get_settings
-from tests.factories import pipeline_spec, write_spec
+from tests.factories import pipeline_spec
 from tests.gaps.gapkit import (
     PIPELINE,
     apply_pipeline,
-    ccat,
+    apply_versions,
     ingest,
     map_key,
     materialize,
@@ -100,35 +100,26 @@ def test_config_change_reprocesses_with_its_reason(continuous: Path) -> None:
     assert decision.fingerprint == executor_fingerprint("calibrate", scan_key("scan-001"))
 
 
-def _with_versions(tmp_path: Path, versions: list[str], **step: object) -> None:
-    spec = pipeline_spec(tmp_path / "processing")
-    spec["pipelines"][0]["trigger"] = {"type": "CONTINUOUS"}
-    spec["software"][0]["versions"] = [
-        {"version": v, "image": f"ghcr.io/ccatobs/test-calibration:{v}"} for v in versions]
-    spec["pipelines"][0]["steps"][0].update(step)
-    ccat("apply", "--no-reload", str(write_spec(tmp_path / "pipeline.yaml", spec)))
-
-
 def test_compatible_policy_reprocesses_only_for_a_new_major(continuous: Path) -> None:
     defs = load_definitions()
     with dg.instance_for_test() as instance:
         materialize(defs, instance, "calibrate", scan_key("scan-001"))
-    _with_versions(continuous, ["1.0.0", "1.3.0"])
+    apply_versions(continuous, ["1.0.0", "1.3.0"])
     assert decisions()[("calibrate", scan_key("scan-001"))].reason == Reason.UP_TO_DATE
-    _with_versions(continuous, ["1.0.0", "1.3.0", "2.0.0"])
+    apply_versions(continuous, ["1.0.0", "1.3.0", "2.0.0"])
     decision = decisions()[("calibrate", scan_key("scan-001"))]
     assert decision.fire and decision.reason == Reason.VERSION_CHANGED
     assert decision.fingerprint == executor_fingerprint("calibrate", scan_key("scan-001"))
 
 
 def test_exact_policy_reprocesses_when_the_pin_moves(served_env: Path, tmp_path: Path) -> None:
-    _with_versions(tmp_path, ["1.0.0", "1.1.0"], version_policy="exact", pinned_version="1.0.0")
+    apply_versions(tmp_path, ["1.0.0", "1.1.0"], version_policy="exact", pinned_version="1.0.0")
     ingest(tmp_path, [("scan-001", "NGC253", "CO43")])
     defs = load_definitions()
     with dg.instance_for_test() as instance:
         materialize(defs, instance, "calibrate", scan_key("scan-001"))
     assert decisions()[("calibrate", scan_key("scan-001"))].reason == Reason.UP_TO_DATE
-    _with_versions(tmp_path, ["1.0.0", "1.1.0"], version_policy="exact", pinned_version="1.1.0")
+    apply_versions(tmp_path, ["1.0.0", "1.1.0"], version_policy="exact", pinned_version="1.1.0")
     decision = decisions()[("calibrate", scan_key("scan-001"))]
     assert decision.reason == Reason.VERSION_CHANGED
     assert decision.fingerprint == executor_fingerprint("calibrate", scan_key("scan-001"))
