@@ -30,10 +30,15 @@ test: $(STAMP) services lint
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m examples.demo --home $(DEMO_HOME)
 
+# The UI on the demo's state, with the demo's settings: webserver and daemon together
+# (`dagster dev`), so sensors, schedules, the run queue and backfills work; Ctrl-C stops both.
 ui: $(STAMP)
+	@test -d $(DEMO_HOME)/dagster || { echo "no demo state in $(DEMO_HOME): run make demo first"; exit 1; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" DAGSTER_HOME=$(DEMO_HOME)/dagster \
 	CCAT_WORKFLOW_MANAGER_HOME=$(DEMO_HOME) \
-	$(BIN)/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
+	CCAT_WORKFLOW_MANAGER_PROCESSING_LOCATION_ID=local-processing \
+	CCAT_WORKFLOW_MANAGER_SENSOR_INTERVAL_SECONDS=5 \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # Benchmarks print JSON; PostgreSQL ones use CCAT_TEST_DATABASE_URL (default: the local server).
 # Each writes bench/results/<name>.json (kept as it was if the benchmark fails), then

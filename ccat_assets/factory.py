@@ -16,6 +16,7 @@ from ccat_assets.catalog import PipelineDef, StepDef
 from ccat_assets.checks import build_step_checks
 from ccat_assets.execute import RunFailed, RunOutcome, execute_partition
 from ccat_assets.run_start import forced, require_partitions, retry_chain, trigger_reason
+from ccat_assets.settings import get_settings
 from resources.execution import ExecutionResource
 
 RAW_DATA_GROUP = "raw_data"
@@ -57,6 +58,13 @@ def _deps(pipeline: PipelineDef, step: StepDef) -> list[dg.AssetDep]:
     return deps
 
 
+def step_kinds() -> set[str]:
+    """What the catalog shows a step runs on: the container runtime and the backend this
+    instance is configured with (``host`` and ``local`` on a laptop, not ``apptainer``)."""
+    settings = get_settings()
+    return {settings.container_runtime, settings.hpc_backend}
+
+
 def _description(pipeline: PipelineDef, step: StepDef) -> str:
     grain = "all data of the grouping" if not step.partitioned else f"one {step.grain} sub-group"
     text = [
@@ -82,7 +90,7 @@ def build_step_asset(pipeline: PipelineDef, step: StepDef) -> dg.AssetsDefinitio
         partitions_def=partitions_def_for(step),
         deps=_deps(pipeline, step),
         pool=step.pool if step.max_concurrent_runs else None,
-        kinds={"apptainer"},
+        kinds=step_kinds(),
         tags={"ccat/final": str(step.is_final).lower()},
         metadata={"ccat/software": step.software, "ccat/grain": step.grain},
         op_tags=tags,
@@ -151,7 +159,9 @@ def materialize_result(outcome: RunOutcome) -> dg.MaterializeResult:
             f"`{outcome.dagster_run_id or '-'}`) already COMPLETED these exact inputs. "
             "Launch with the tag `ccat/force=true` to run it again.")
     for name, value in outcome.metrics.items():
-        if value is not None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            metadata[name] = dg.MetadataValue.int(value)  # an exit code is no measurement
+        elif value is not None:
             metadata[name] = dg.MetadataValue.float(float(value))
     if outcome.warnings:
         metadata["warnings"] = dg.MetadataValue.md(

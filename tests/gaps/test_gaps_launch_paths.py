@@ -124,6 +124,7 @@ def test_materializing_an_up_to_date_pair_reports_the_completed_run(manual: Path
         assert latest is not None and latest.run_id == again.run_id
         metadata = latest.asset_materialization.metadata
         assert metadata["ops-db run id"].value == done.id
+        assert metadata["exit_code"] == dg.MetadataValue.int(0)  # not 0.0
         assert metadata["dagster_run_id"].value == first.run_id
         assert "Nothing ran" in metadata["reused_run"].value
         assert latest.asset_materialization.tags["dagster/data_version"] == \
@@ -271,3 +272,10 @@ def test_inputs_back_to_an_older_runs_are_reduced_anew(manual: Path) -> None:
     decisions = json.loads(ccat("gaps", PIPELINE, "--json"))
     assert [d["reason"] for d in decisions
             if (d["step"], d["key"]) == ("calibrate", key)] == ["up_to_date"]
+
+
+def test_kinds_name_the_configured_runtime_and_backend(manual: Path) -> None:
+    spec = load_definitions().resolve_assets_def(CALIBRATE).specs_by_key[CALIBRATE]
+    settings = get_settings()
+    assert {k.removeprefix("dagster/kind/") for k in spec.tags if k.startswith("dagster/kind/")} \
+        == {settings.container_runtime, settings.hpc_backend} == {"host", "local"}
