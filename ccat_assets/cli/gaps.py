@@ -1,11 +1,14 @@
 """``ccat-wm gaps PIPELINE``: what the gap sensor would launch now, and why the rest waits.
 
-It reads the ops-db only: runs already queued in Dagster but not yet started are not seen
-(the sensor counts them as in flight).
+It reads the ops-db only. Queued Dagster runs are in it as PENDING rows once the queued-runs
+sensor has seen them (within a sensor interval), so they count as in flight here as they do
+for the sensor. ``--at`` evaluates the same rule at another time (the rule is a pure
+function of the state and a clock).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from typing import Any
 
@@ -24,7 +27,17 @@ def decision_row(decision: Decision) -> dict[str, Any]:
         details = {"gap": decision.gap.value, **details}
     return {"step": decision.step, "key": decision.key,
             "decision": "fire" if decision.fire else "wait", "reason": decision.reason.value,
-            "fingerprint": decision.fingerprint, "details": details}
+            "fingerprint": decision.fingerprint, "details": details,
+            "wake_at": decision.wake_at.isoformat() if decision.wake_at else None}
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. "
+                                 "2026-12-06T03:00:00Z", param_hint="--at") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _details_text(details: dict[str, Any]) -> str:
@@ -35,14 +48,20 @@ def _details_text(details: dict[str, Any]) -> str:
 @click.argument("pipeline")
 @click.option("--json", "as_json", is_flag=True, help="Every decision as JSON.")
 @click.option("--all", "show_all", is_flag=True, help="Also list the up-to-date sub-groups.")
-def gaps(pipeline: str, as_json: bool, show_all: bool) -> None:
-    """Show, step by step, which sub-groups of PIPELINE would run now and why others wait."""
+@click.option("--at", "at", metavar="TIME", default=None,
+              help="Evaluate at this ISO 8601 time (UTC unless it names a zone) instead of "
+                   "now: what would fire then, with today's data and runs.")
+def gaps(pipeline: str, as_json: bool, show_all: bool, at: str | None) -> None:
+    """Show, step by step, which sub-groups of PIPELINE would run now (or ``--at`` TIME) and
+    why others wait; a waiting pair's ``wake_at`` says when its cooldown or schedule lets it
+    fire."""
+    now = _parse_time(at) if at else utcnow()
     with opsdb_session() as session:
         try:
             state = load_pipeline_state(session, pipeline)
         except (UnknownPipeline, GroupingError) as exc:
             raise click.ClickException(str(exc)) from exc
-    decisions = evaluate(state, utcnow())
+    decisions = evaluate(state, now)
     if as_json:
         echo_json([decision_row(d) for d in decisions])
         return
