@@ -23,8 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ccat_assets.catalog import PipelineDef
+from ccat_assets.factory import raw_data_key
 from ccat_assets.grouping import resolve_subgroups
-from ccat_assets.opsdb import DataGrouping
+from ccat_assets.opsdb import DataGrouping, RawDataPackage
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
 from sensors.arrivals import Cursor, read_arrivals
@@ -76,6 +77,30 @@ def sync_partitions(instance: dg.DagsterInstance, session: Session,
     return added
 
 
+def grouping_observation(session: Session, grouping: str) -> dg.AssetObservation | None:
+    """How much raw data feeds the grouping's pipelines now, on its external asset: packages,
+    bytes and the newest arrival, so the catalog and the lineage view show it."""
+    row = session.scalar(sa.select(DataGrouping).filter_by(name=grouping))
+    if row is None:
+        return None
+    found = resolve_subgroups(session, filter_rules=row.filter_rules, group_by=[],
+                              instrument_module_id=row.instrument_module_id)
+    ids = found[0].raw_data_package_ids if found else []
+    count, size, newest = 0, 0, None
+    for start in range(0, len(ids), ADD_BATCH):
+        n, b, t = session.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(RawDataPackage.size_bytes), 0),
+                      sa.func.max(RawDataPackage.updated_at))
+            .where(RawDataPackage.id.in_(ids[start:start + ADD_BATCH]))).one()
+        count, size = count + n, size + int(b)
+        newest = t if newest is None or (t is not None and t > newest) else newest
+    return dg.AssetObservation(asset_key=raw_data_key(grouping), metadata={
+        "packages": dg.MetadataValue.int(count),
+        "total_bytes": dg.MetadataValue.int(size),
+        "newest_arrival": dg.MetadataValue.timestamp(newest) if newest else "none",
+    })
+
+
 def catalog_token(pipelines: Sequence[PipelineDef]) -> str:
     """Changes when a pipeline or one of its grains is added, removed or changed."""
     shape = sorted((p.name, p.grouping, sorted(s.partitions_name for s in p.steps if s.partitioned))
@@ -95,7 +120,8 @@ def build_partitions_sensor(pipelines: Sequence[PipelineDef],
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=("Registers the sub-groups of the pipelines without a running gap sensor "
                      f"as Dagster partitions when raw data arrives ({names}), so they can be "
-                     "materialized and backfilled at once."),
+                     "materialized and backfilled at once, and observes their groupings' raw "
+                     "data (packages, bytes, newest arrival)."),
         tags={"ccat/kind": "partitions"},
     )
     def _partitions(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -105,13 +131,15 @@ def build_partitions_sensor(pipelines: Sequence[PipelineDef],
             if not arrivals.package_ids and cursor.pools == token:
                 return dg.SensorResult(skip_reason="no new raw data, no new pipeline")
             wanted = subgroup_keys(session, pipelines)
+            observations = [o for g in sorted({p.grouping for p in pipelines})
+                            if (o := grouping_observation(session, g)) is not None]
         requests = missing_partitions(context.instance, wanted)
         if requests:
             context.log.info(f"registering {sum(len(r.partition_keys) for r in requests)} "
                              "new sub-group(s) as partitions")
         # the cursor's ``pools`` field holds this sensor's catalog token
         return dg.SensorResult(
-            dynamic_partitions_requests=requests,
+            dynamic_partitions_requests=requests, asset_events=observations,
             cursor=replace(arrivals.cursor, pools=token).dump(),
             skip_reason=None if requests else f"all sub-groups of {len(wanted)} grain(s) "
                                               "are partitions")

@@ -24,7 +24,7 @@ from dagster._core.execution.api import execute_run
 from ccat_assets.catalog import load_catalog
 from ccat_assets.definitions import load_definitions
 from ccat_assets.execute import Busy, Claimed, ExecutionServices, claim_run, fail_run
-from ccat_assets.opsdb import DataProduct, ExecutedReductionStep, RunStatus
+from ccat_assets.opsdb import DataProduct, ExecutedReductionStep, RawDataPackage, RunStatus
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.queued_rows import QueuedPair, record_queued
 from ccat_assets.settings import get_settings
@@ -33,6 +33,7 @@ from sensors.run_status import settle_runs
 from tests.factories import pipeline_spec, write_spec
 from tests.gaps.gapkit import (
     PIPELINE,
+    SCANS,
     ccat,
     materialize,
     queue,
@@ -279,3 +280,25 @@ def test_kinds_name_the_configured_runtime_and_backend(manual: Path) -> None:
     settings = get_settings()
     assert {k.removeprefix("dagster/kind/") for k in spec.tags if k.startswith("dagster/kind/")} \
         == {settings.container_runtime, settings.hpc_backend} == {"host", "local"}
+
+
+def test_partitions_sensor_registers_a_manual_pipeline_and_observes_its_raw_data(
+        manual: Path) -> None:
+    defs = load_definitions()
+    sensor = defs.get_sensor_def("ccat_partitions_sensor")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref())
+        result = sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        added = {(r.partitions_def_name, k) for r in result.dynamic_partitions_requests
+                 for k in r.partition_keys}
+        assert {k for n, k in added if n == SCAN_PARTITIONS} == {
+            scan_key(s) for s, _, _ in SCANS}
+        (observed,) = result.asset_events
+        assert observed.asset_key == dg.AssetKey(["ccat", "grouping", "chai-archived"])
+        with session_scope() as session:
+            packages = session.scalar(sa.select(sa.func.count()).select_from(RawDataPackage))
+        assert observed.metadata["packages"] == dg.MetadataValue.int(packages) and packages > 0
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
+                                               instance_ref=instance.get_ref()))
+        assert again.skip_reason is not None and not again.dynamic_partitions_requests
