@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import dagster as dg
 
@@ -52,10 +53,17 @@ def ensure_pools(instance: dg.DagsterInstance, pipelines: Iterable[PipelineDef])
 
 def set_pool_limits(pipelines: Iterable[PipelineDef]) -> str:
     """For ``ccat-wm apply``: set the limits on the DAGSTER_HOME instance; say what happened."""
-    if not os.environ.get("DAGSTER_HOME"):
-        return "DAGSTER_HOME is not set: the gap sensors set the pool limits on their next tick"
-    with dg.DagsterInstance.get() as instance:
-        changed = ensure_pools(instance, pipelines)
+    home = os.environ.get("DAGSTER_HOME")
+    later = "the gap sensors set the pool limits on their next tick"
+    if not home:
+        return f"DAGSTER_HOME is not set: {later}"
+    if not Path(home).is_dir():
+        return f"warning: DAGSTER_HOME={home} is not a folder: {later}"
+    try:
+        with dg.DagsterInstance.get() as instance:
+            changed = ensure_pools(instance, pipelines)
+    except Exception as exc:  # noqa: BLE001 - the apply is committed; this is advice only
+        return f"warning: could not set pool limits on the DAGSTER_HOME instance ({exc}): {later}"
     if not changed:
         return "pool limits unchanged"
     return "pool limits set: " + ", ".join(f"{pool}={n}" for pool, n in sorted(changed.items()))

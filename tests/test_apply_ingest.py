@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from ccat_assets.cli import cli
+from ccat_assets.cli.reload import Endpoint, endpoint
 from ccat_assets.opsdb import (
     PhysicalCopy,
     Pipeline,
@@ -19,6 +21,7 @@ from ccat_assets.opsdb import (
     ReductionStepConfig,
 )
 from ccat_assets.opsdb.session import session_scope
+from ccat_assets.settings import get_settings
 from tests.factories import pipeline_spec, write_observations, write_spec
 
 SCANS = [("scan-001", "NGC253", "CO43"), ("scan-002", "NGC253", "CO43"),
@@ -110,3 +113,29 @@ def test_an_expanded_preset_applies_as_a_grouping(ccat_env: Path, tmp_path: Path
     preview = run("grouping", "preview", "ngc253-co43", "--group-by", "executed_obs_unit",
                   "--json")
     assert [row["n_packages"] for row in json.loads(preview)] == [1, 1]
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("http://127.0.0.1:3000", Endpoint("127.0.0.1", 3000, False, "")),
+    ("https://dagster.example.org", Endpoint("dagster.example.org", None, True, "")),
+    ("https://dagster.example.org/ccat/", Endpoint("dagster.example.org", None, True, "/ccat")),
+    ("http://host:8080/a/b", Endpoint("host", 8080, False, "/a/b")),
+])
+def test_webserver_url_is_parsed_not_split_by_hand(url: str, expected: Endpoint) -> None:
+    assert endpoint(url) == expected
+
+
+@pytest.mark.parametrize("url", ["ftp://host", "http://", "not a url", "http://host:notaport"])
+def test_a_webserver_url_that_cannot_be_read_is_a_warning_after_apply(
+        ccat_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """The ops-db is committed first; a bad URL, no webserver or a missing DAGSTER_HOME folder
+    only warn, and the command succeeds."""
+    monkeypatch.setenv("CCAT_WORKFLOW_MANAGER_DAGSTER_WEBSERVER_URL", url)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "no-such-folder"))
+    get_settings.cache_clear()
+    spec_file = write_spec(tmp_path / "p.yaml", pipeline_spec(tmp_path / "processing"))
+    result = CliRunner().invoke(cli, ["apply", str(spec_file)])
+    assert result.exit_code == 0, result.output
+    assert "created   pipeline chai_test" in result.output
+    assert "warning: could not reload the code location" in result.output
+    assert f"warning: DAGSTER_HOME={tmp_path / 'no-such-folder'} is not a folder" in result.output
