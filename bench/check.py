@@ -26,34 +26,21 @@ import logging
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 
-from bench.gap_sensor import (
-    PACKAGES_PER_SCAN,
-    PIPELINE,
-    T0,
-    add_observations,
-    apply_pipeline,
-    complete_everything,
-    log,
-    postgres_schema,
-)
+from bench.gap_sensor import PIPELINE, log, standing_state
 from bench.scratch_db import scratch_postgres_database
 from ccat_assets.catalog import load_catalog
 from ccat_assets.consistency_snapshot import check_pipelines, latest_versions
 from ccat_assets.factory import step_key
 from ccat_assets.opsdb import ExecutedReductionStep, ReductionStep, RunStatus
-from ccat_assets.opsdb.migrate import upgrade
-from ccat_assets.opsdb.session import dispose_engines, session_scope
-from ccat_assets.settings import get_settings
+from ccat_assets.opsdb.session import session_scope
 from sensors.partitions import sync_partitions
 
 
@@ -117,31 +104,20 @@ def versions_per_partition(instance: dg.DagsterInstance, sample: int) -> tuple[f
 
 
 def run_size(base_url: str, n_scans: int, repeats: int, sample: int) -> dict[str, Any]:
-    with postgres_schema(base_url) as url, tempfile.TemporaryDirectory() as tmp:
-        os.environ.update({"CCAT_OPS_DB_URL": url, "CCAT_WORKFLOW_MANAGER_HOME": tmp,
-                           "CCAT_WORKFLOW_MANAGER_PROCESSING_LOCATION_ID": "bench-processing"})
-        get_settings.cache_clear()
-        dispose_engines()
-        upgrade(url)
-        log(f"[{n_scans}] generating {n_scans} scans, {n_scans * PACKAGES_PER_SCAN} packages")
+    with standing_state(base_url, n_scans, history=0) as runs, \
+            dagster_instance(base_url) as instance:
         with session_scope() as session:
-            apply_pipeline(session, Path(tmp))
-            add_observations(session, 0, n_scans, T0)
-        with session_scope() as session:
-            runs = complete_everything(session, 0)
-        with dagster_instance(base_url) as instance:
-            with session_scope() as session:
-                partitions = sum(sync_partitions(instance, session, load_catalog(session))
-                                 .values())
-            start = time.perf_counter()
-            events = report_materializations(instance)
-            log(f"[{n_scans}] {runs} runs, {partitions} partitions, {events} materializations "
-                f"in {time.perf_counter() - start:.0f} s")
-            first_s, findings = timed_check(instance)
-            assert findings == 0, f"{findings} disagreement(s) in an agreeing state"
-            checks = [timed_check(instance)[0] for _ in range(repeats)]
-            batched_s = versions_batched(instance)
-            naive_s, materialized = versions_per_partition(instance, sample)
+            partitions = sum(sync_partitions(instance, session, load_catalog(session))
+                             .values())
+        start = time.perf_counter()
+        events = report_materializations(instance)
+        log(f"[{n_scans}] {runs} runs, {partitions} partitions, {events} materializations "
+            f"in {time.perf_counter() - start:.0f} s")
+        first_s, findings = timed_check(instance)
+        assert findings == 0, f"{findings} disagreement(s) in an agreeing state"
+        checks = [timed_check(instance)[0] for _ in range(repeats)]
+        batched_s = versions_batched(instance)
+        naive_s, materialized = versions_per_partition(instance, sample)
     return {"scans": n_scans, "partitions": partitions, "pairs": runs,
             "materialized_partitions": materialized,
             "first_check_s": round(first_s, 2), "check_s": round(statistics.median(checks), 2),

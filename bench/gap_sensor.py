@@ -228,22 +228,31 @@ def timed_tick(defs: dg.Definitions, instance: dg.DagsterInstance,
     return evaluated - start, time.perf_counter() - evaluated, result
 
 
-def run_size(base_url: str, n_packages: int, new: int, history: int, storage: str,
-             repeats: int) -> dict[str, Any]:
-    n_scans = n_packages // PACKAGES_PER_SCAN
+@contextmanager
+def standing_state(base_url: str, n_scans: int, history: int) -> Iterator[int]:
+    """A scratch ops-db schema (and settings pointing at it) holding the standing pipeline up
+    to date over ``n_scans`` scans, with ``history`` older completed runs per pair; yields the
+    number of completed runs."""
     with postgres_schema(base_url) as url, tempfile.TemporaryDirectory() as tmp:
         os.environ.update({"CCAT_OPS_DB_URL": url, "CCAT_WORKFLOW_MANAGER_HOME": tmp,
                            "CCAT_WORKFLOW_MANAGER_PROCESSING_LOCATION_ID": "bench-processing"})
         get_settings.cache_clear()
         dispose_engines()
         upgrade(url)
-        log(f"[{n_packages}] generating {n_scans} scans, {n_packages} packages")
+        log(f"[{n_scans} scans] generating {n_scans * PACKAGES_PER_SCAN} packages")
         with session_scope() as session:
             apply_pipeline(session, Path(tmp))
             add_observations(session, 0, n_scans, T0)
         with session_scope() as session:
             runs = complete_everything(session, history)
-        log(f"[{n_packages}] wrote {runs} completed runs and {2 * runs} products")
+        log(f"[{n_scans} scans] wrote {runs} completed runs and {2 * runs} products")
+        yield runs
+
+
+def run_size(base_url: str, n_packages: int, new: int, history: int, storage: str,
+             repeats: int) -> dict[str, Any]:
+    n_scans = n_packages // PACKAGES_PER_SCAN
+    with standing_state(base_url, n_scans, history) as runs:
         with session_scope() as session:
             defs = build_definitions(load_catalog(session))
             start = time.perf_counter()
