@@ -6,7 +6,7 @@ same definitions) and lets tests build definitions without a database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
@@ -105,12 +105,12 @@ def load_catalog_checked(session: Session) -> tuple[list[PipelineDef], list[Unre
 
 def _pipeline_def(pipeline: Pipeline, locations: dict[int, str]) -> PipelineDef:
     steps = [
-        _StepFields(name=s.name, description=s.description, software=s.software.name,
-                    group_by=tuple(s.group_by or ()),
-                    depends_on=tuple(d.name for d in s.depends_on),
-                    max_concurrent_runs=s.max_concurrent_runs, max_retries=s.max_retries,
-                    cooldown_seconds=s.cooldown_seconds, schedule=s.schedule,
-                    batch_size=s.batch_size)
+        StepDef(pipeline=pipeline.name, name=s.name, description=s.description,
+                software=s.software.name, group_by=tuple(s.group_by or ()),
+                depends_on=tuple(d.name for d in s.depends_on),
+                max_concurrent_runs=s.max_concurrent_runs, max_retries=s.max_retries,
+                cooldown_seconds=s.cooldown_seconds, schedule=s.schedule,
+                batch_size=s.batch_size, is_final=False)
         for s in pipeline.steps
     ]
     return PipelineDef(
@@ -120,7 +120,7 @@ def _pipeline_def(pipeline: Pipeline, locations: dict[int, str]) -> PipelineDef:
         processing_location_id=pipeline.processing_location_id,
         trigger_type=TriggerType(pipeline.trigger_type),
         cron=(pipeline.trigger_config or {}).get("cron"), enabled=pipeline.enabled,
-        priority=pipeline.priority, steps=_step_defs(pipeline.name, steps),
+        priority=pipeline.priority, steps=_ordered(steps),
     )
 
 
@@ -128,11 +128,11 @@ def pipeline_def_from_spec(spec: PipelineSpec, processing_location_id: int = 0) 
     """The snapshot ``spec`` becomes once applied, without a database: validation builds its
     Dagster definitions from this to find what Dagster would refuse at load."""
     steps = [
-        _StepFields(name=s.name, description=s.description, software=s.software,
-                    group_by=tuple(s.group_by), depends_on=tuple(s.depends_on),
-                    max_concurrent_runs=s.max_concurrent_runs, max_retries=s.max_retries,
-                    cooldown_seconds=s.cooldown_seconds, schedule=s.schedule,
-                    batch_size=s.batch_size)
+        StepDef(pipeline=spec.name, name=s.name, description=s.description,
+                software=s.software, group_by=tuple(s.group_by), depends_on=tuple(s.depends_on),
+                max_concurrent_runs=s.max_concurrent_runs, max_retries=s.max_retries,
+                cooldown_seconds=s.cooldown_seconds, schedule=s.schedule,
+                batch_size=s.batch_size, is_final=False)
         for s in spec.steps
     ]
     return PipelineDef(
@@ -140,38 +140,13 @@ def pipeline_def_from_spec(spec: PipelineSpec, processing_location_id: int = 0) 
         processing_location=spec.processing_location,
         processing_location_id=processing_location_id, trigger_type=spec.trigger.type,
         cron=spec.trigger.cron, enabled=spec.enabled, priority=spec.priority,
-        steps=_step_defs(spec.name, steps),
+        steps=_ordered(steps),
     )
 
 
-@dataclass(frozen=True)
-class _StepFields:
-    """A step as stored, before the catalog orders it and marks its final steps."""
-
-    name: str
-    description: str | None
-    software: str
-    group_by: tuple[str, ...]
-    depends_on: tuple[str, ...]
-    max_concurrent_runs: int | None
-    max_retries: int
-    cooldown_seconds: int
-    schedule: str | None
-    batch_size: int
-
-
-def _step_defs(pipeline: str, steps: list[_StepFields]) -> tuple[StepDef, ...]:
+def _ordered(steps: list[StepDef]) -> tuple[StepDef, ...]:
     """Steps in dependency order; a step no other step consumes is final."""
-    depends = {s.name: list(s.depends_on) for s in steps}
-    consumed = {d for deps in depends.values() for d in deps}
+    consumed = {d for s in steps for d in s.depends_on}
     by_name = {s.name: s for s in steps}
-    return tuple(
-        StepDef(
-            pipeline=pipeline, name=s.name, description=s.description, software=s.software,
-            group_by=s.group_by, depends_on=s.depends_on,
-            max_concurrent_runs=s.max_concurrent_runs, max_retries=s.max_retries,
-            cooldown_seconds=s.cooldown_seconds, schedule=s.schedule,
-            batch_size=s.batch_size, is_final=s.name not in consumed,
-        )
-        for s in (by_name[n] for n in topological_order(depends))
-    )
+    order = topological_order({s.name: list(s.depends_on) for s in steps})
+    return tuple(replace(by_name[n], is_final=n not in consumed) for n in order)

@@ -91,16 +91,20 @@ def step_view(instance: dg.DagsterInstance, pipeline: PipelineDef, step: StepDef
         failed=failed_attempts(instance, key))
 
 
-def queued_without_rows(instance: dg.DagsterInstance, pipeline: PipelineDef, rows: list[Row],
-                        grace_s: float) -> dict[str, tuple[tuple[str, str], ...]]:
-    """Queued runs of ``pipeline`` older than ``grace_s`` whose pairs lack a row of theirs."""
+def overdue_queued_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Runs still queued after the queued-runs sensor should have written their rows."""
+    grace_s = QUEUED_GRACE_INTERVALS * get_settings().sensor_interval_seconds + 10
+    return [record.dagster_run for record in instance.get_run_records(filters=dg.RunsFilter(
+        statuses=NOT_STARTED,
+        created_before=dt.datetime.fromtimestamp(time.time() - grace_s, dt.UTC)))]
+
+
+def queued_without_rows(queued: Sequence[dg.DagsterRun], pipeline: PipelineDef,
+                        rows: list[Row]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Those of the ``queued`` runs of ``pipeline`` whose pairs lack a row of theirs."""
     have = {(r.dagster_run_id, r.step, r.key) for r in rows}
-    records = instance.get_run_records(filters=dg.RunsFilter(
-        statuses=NOT_STARTED, created_before=dt.datetime.fromtimestamp(
-            time.time() - grace_s, dt.UTC)))
     out: dict[str, tuple[tuple[str, str], ...]] = {}
-    for record in records:
-        run = record.dagster_run
+    for run in queued:
         missing = tuple((p.step, p.sub_group_key)
                         for p in queued_pairs(run, {pipeline.name: pipeline})
                         if (run.run_id, p.step, p.sub_group_key) not in have)
@@ -109,8 +113,8 @@ def queued_without_rows(instance: dg.DagsterInstance, pipeline: PipelineDef, row
     return out
 
 
-def pipeline_view(instance: dg.DagsterInstance, session: Session,
-                  pipeline: PipelineDef) -> PipelineView:
+def pipeline_view(instance: dg.DagsterInstance, session: Session, pipeline: PipelineDef,
+                  queued: Sequence[dg.DagsterRun]) -> PipelineView:
     rows = ops_rows(session, pipeline.name)
     sub_groups = subgroup_keys(session, [pipeline])
     steps = tuple(step_view(instance, pipeline, s, sub_groups) for s in pipeline.steps)
@@ -118,9 +122,8 @@ def pipeline_view(instance: dg.DagsterInstance, session: Session,
                  if not r.status.is_terminal and r.dagster_run_id}
     states = {run_id: state.status for run_id, state in
               dagster_states(instance, in_flight).items()}
-    grace = QUEUED_GRACE_INTERVALS * get_settings().sensor_interval_seconds + 10
     return PipelineView(pipeline.name, pipeline.grouping, steps, tuple(rows), states,
-                        queued_without_rows(instance, pipeline, rows, grace))
+                        queued_without_rows(queued, pipeline, rows))
 
 
 class UnknownPipelines(LookupError):
@@ -134,7 +137,8 @@ def check_pipelines(instance: dg.DagsterInstance, session: Session,
     unknown = sorted(set(names) - {p.name for p in catalog})
     if unknown:
         raise UnknownPipelines(f"no pipeline {', '.join(unknown)} in the ops-db")
-    views = [pipeline_view(instance, session, p) for p in catalog
+    queued = overdue_queued_runs(instance)
+    views = [pipeline_view(instance, session, p, queued) for p in catalog
              if not names or p.name in names]
     return [finding for view in views for finding in compare(view)]
 

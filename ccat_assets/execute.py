@@ -128,10 +128,9 @@ class Busy:
 
 @dataclass(frozen=True)
 class Reused:
-    """The pair already has a COMPLETED run for exactly its current inputs: nothing to do."""
+    """The pair's newest COMPLETED run is current for its inputs: nothing to do."""
 
     run_id: int
-    fingerprint: str
 
 
 def claim_run(
@@ -165,7 +164,7 @@ def claim_run(
             drop_placeholders(session, inputs.step.id, inputs.subgroup.key, run_ids)
             services.log(f"{step_name}/{sub_group_key}: run {done} already COMPLETED for "
                          f"fingerprint {inputs.fingerprint[:19]}; not run again")
-            return Reused(done, inputs.fingerprint)
+            return Reused(done)
         taken = _claim(session, inputs, services, dagster_run_id, trigger_reason, run_ids)
         if isinstance(taken, Busy):
             return taken

@@ -21,7 +21,7 @@ import dagster as dg
 import sqlalchemy as sa
 from dagster._core.execution.api import execute_run
 
-from ccat_assets.catalog import load_catalog
+from ccat_assets.catalog import PipelineDef, load_catalog
 from ccat_assets.definitions import load_definitions
 from ccat_assets.execute import Busy, Claimed, ExecutionServices, claim_run, fail_run
 from ccat_assets.opsdb import DataProduct, ExecutedReductionStep, RawDataPackage, RunStatus
@@ -137,14 +137,19 @@ def test_materializing_an_up_to_date_pair_reports_the_completed_run(manual: Path
     assert job_dirs() == jobs + 1
 
 
-def test_queued_run_has_its_pending_row_and_its_worker_claims_it(manual: Path) -> None:
-    key = scan_key("scan-003")
-    defs = load_definitions()
+def queue_calibrate(instance: dg.DagsterInstance, key: str) -> tuple[str, list[PipelineDef]]:
+    """A calibrate run of ``key`` queued (not started), and the catalog the sensor reads."""
     with session_scope() as session:
         catalog = load_catalog(session)
+    (run_id,) = queue(load_definitions(), instance, [dg.RunRequest(
+        partition_key=key, asset_selection=[CALIBRATE])])
+    return run_id, catalog
+
+
+def test_queued_run_has_its_pending_row_and_its_worker_claims_it(manual: Path) -> None:
+    key = scan_key("scan-003")
     with dg.instance_for_test() as instance:
-        (run_id,) = queue(defs, instance, [dg.RunRequest(
-            partition_key=key, asset_selection=[CALIBRATE], tags={"ccat/reason": "manual"})])
+        run_id, catalog = queue_calibrate(instance, key)
         written = record_queued_runs(instance, catalog)
         assert list(written) == [run_id]
         assert record_queued_runs(instance, catalog) == {}  # idempotent
@@ -167,12 +172,8 @@ def test_queued_run_has_its_pending_row_and_its_worker_claims_it(manual: Path) -
 
 def test_canceled_queued_run_ends_its_rows_cancelled(manual: Path) -> None:
     key = scan_key("scan-001")
-    defs = load_definitions()
-    with session_scope() as session:
-        catalog = load_catalog(session)
     with dg.instance_for_test() as instance:
-        (run_id,) = queue(defs, instance, [dg.RunRequest(
-            partition_key=key, asset_selection=[CALIBRATE])])
+        run_id, catalog = queue_calibrate(instance, key)
         record_queued_runs(instance, catalog)
         (row,) = rows()
         assert row.trigger_reason == "manual"
