@@ -18,17 +18,17 @@ from ccat_assets.execute import execute_partition
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb.enums import DataProductType
 from ccat_assets.settings import get_settings
-from resources.apptainer import ApptainerRuntime, HostRuntime
+from resources.apptainer import HostRuntime
 from resources.backends.local import LocalBackend
 from resources.staging import make_stager
 from tests.conftest import require_service
+from tests.execution.bwrap_stand_in import BwrapStandInRuntime
 from tests.execution.conftest import apply_and_ingest
 from tests.factories import pipeline_spec
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "ccat_assets" / "schemas"
                      / "manifest.schema.json").read_text())
 SCANS = [("scan-001", "NGC253", "CO43"), ("scan-002", "NGC253", "CO43")]
-PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 
 def errors(manifest: dict[str, Any]) -> list[str]:
@@ -83,53 +83,6 @@ def test_schema_check_rejects_what_the_schema_forbids(ccat_env: Path, tmp_path: 
         mutate(bad)
         broken.append(errors(bad))
     assert all(broken), broken
-
-
-# -- bubblewrap, standing in for Apptainer ---------------------------------------------------
-
-class BwrapStandInRuntime:
-    """Builds the real ``apptainer exec`` argv, then runs it with bubblewrap: each ``--bind``
-    becomes a bind (read-only for ``:ro``), ``--env`` and ``APPTAINERENV_*`` become
-    ``--setenv`` on a cleared environment, ``--pwd`` the working directory. The "image" is
-    the host's /usr, read-only, and the program directory at /opt/ccat."""
-
-    name = "bwrap-stand-in"
-    in_container = True
-
-    def __init__(self, sif_cache: Path):
-        self.apptainer = ApptainerRuntime(sif_cache, pull_missing=False)
-        self.seen_argv: list[str] = []
-
-    def command(self, **kwargs: Any) -> tuple[list[str], dict[str, str]]:
-        argv, process_env = self.apptainer.command(**kwargs)
-        self.seen_argv = argv
-        out = ["bwrap", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
-               "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
-               "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-               "--ro-bind", str(PROGRAMS), "/opt/ccat",
-               "--unshare-all", "--die-with-parent", "--clearenv"]
-        args = iter(argv[2:])  # after "apptainer exec"
-        for arg in args:
-            if arg in ("--cleanenv", "--containall", "--no-eval"):
-                continue
-            if arg == "--bind":
-                host, container, *mode = next(args).split(":")
-                out += ["--ro-bind" if mode == ["ro"] else "--bind", host, container]
-            elif arg == "--env":
-                name, _, value = next(args).partition("=")
-                out += ["--setenv", name, value]
-            elif arg == "--pwd":
-                pwd = next(args)
-            elif arg.startswith("--"):
-                raise AssertionError(f"the stand-in does not know {arg}")
-            else:
-                program = list(args)  # arg is the image; the rest is the command
-                break
-        for key, value in process_env.items():
-            if key.startswith("APPTAINERENV_"):
-                out += ["--setenv", key.removeprefix("APPTAINERENV_"), value]
-        return [*out, "--setenv", "PATH", "/usr/bin:/bin", "--chdir", pwd, "--", *program], {
-            "PATH": "/usr/bin:/bin"}
 
 
 def test_contract_layout_and_read_only_mounts_in_a_bubblewrap_stand_in(
