@@ -14,7 +14,7 @@ DEMO_HOME ?= $(CURDIR)/var/demo
 $(STAMP): pyproject.toml constraints.txt examples/chai/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]' -e examples/chai
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,fits]' -e examples/chai
 	touch $(STAMP)
 
 $(HELM_STAMP): $(STAMP)
