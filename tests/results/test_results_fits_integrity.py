@@ -5,6 +5,7 @@ sums. On both databases."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,14 @@ def test_a_file_damaged_before_collection_fails_on_its_fits_sums(
 def test_a_fits_named_file_that_is_no_fits_fails(tmp_path: Path) -> None:
     problems = fits_checksum_problems(write(tmp_path / "x.fits", "not fits"))
     assert len(problems) == 1 and problems[0].startswith("not a readable FITS file")
+
+
+def test_without_astropy_fits_sums_are_reported_unverified_not_passed_silently(
+        session, applied, location_id, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, _cube = _collected(session, applied, location_id, damage_before=True)
+    monkeypatch.setitem(sys.modules, "astropy.io", None)  # as if astropy were not installed
+
+    report = verify_files(session, run.id)
+
+    assert report.fits_unverified == 2 and report.fits_invalid == []
+    assert report.passed  # the sha256 alone is judged, and it matches
