@@ -1,0 +1,100 @@
+"""What a run's log says while its jobs are polled: state changes and the programs' output.
+
+Why: without it a job that waits an hour in the queue looks hung, and a failed one says
+"exit code 1" and nothing more. The wait loop (:func:`ccat_assets.execute.wait_jobs`) hands
+every poll's statuses to a :class:`JobWatch`, which writes to the run's log
+
+* a line when a job's state, reason or node changes (pending with the scheduler's reason,
+  running on which node), never the same one twice;
+* for a batch, the members' progress (k of N done) when it changes;
+* the lines each job's program wrote to stdout/stderr since the last poll, one message per
+  stream and job, bounded per poll (:class:`~ccat_assets.output_tail.TailBounds`) with a
+  marker for what was left out.
+
+A poll with nothing new costs one ``stat`` per output file and no log line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ccat_assets.jobs import FINISHED_STATES, JobStatus
+from ccat_assets.output_tail import FileTail, TailBounds
+
+Log = Callable[[str], None]
+STREAMS = ("stdout", "stderr")
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """Where a job's program writes (the run's ``logs/stdout.log`` and ``logs/stderr.log``)."""
+
+    stdout: Path
+    stderr: Path
+
+
+def _state_line(label: str, job_id: str, status: JobStatus) -> str:
+    text = f"{label}: job {job_id} {status.state}"
+    if status.state == "running" and status.node:
+        text += f" on {status.node}"
+    return text + (f" ({status.reason})" if status.reason else "")
+
+
+class JobWatch:
+    """The observer of one wait loop: ``jobs`` maps a job id to the run label shown in the
+    log (``run 12``), ``outputs`` a job id to its output files (jobs without are not
+    tailed)."""
+
+    def __init__(self, log: Log, jobs: Mapping[str, str],
+                 outputs: Mapping[str, JobOutput] | None = None,
+                 bounds: TailBounds | None = None):
+        self.log = log
+        self.labels = dict(jobs)
+        self.bounds = bounds or TailBounds()
+        self._tails = {job_id: {s: FileTail(getattr(out, s)) for s in STREAMS}
+                       for job_id, out in (outputs or {}).items()}
+        self._seen: dict[str, tuple[str, str | None, str | None]] = {}
+        self._progress: tuple[int, int, int] | None = None
+        self._done: set[str] = set()
+
+    def observe(self, statuses: Mapping[str, JobStatus]) -> None:
+        """One poll: the state changes, new output of the jobs polled, and the progress."""
+        for job_id, status in statuses.items():
+            if job_id in self._done:
+                continue
+            self._state(job_id, status)
+            self.tail(job_id, final=status.finished)
+            if status.finished or status.state == "unknown":
+                self._done.add(job_id)
+        if len(self.labels) > 1:
+            self._report_progress(statuses)
+
+    def _state(self, job_id: str, status: JobStatus) -> None:
+        """A line when what a person would want to know changed; finished states are the
+        run's own lines (collection, failure), not repeated here."""
+        key = (status.state, status.reason, status.node)
+        if self._seen.get(job_id) == key or status.state in FINISHED_STATES:
+            self._seen[job_id] = key
+            return
+        self._seen[job_id] = key
+        self.log(_state_line(self.labels.get(job_id, "job"), job_id, status))
+
+    def tail(self, job_id: str, *, final: bool = False) -> None:
+        """Log what the job's program wrote since the last look, one message per stream."""
+        for stream, tail in self._tails.get(job_id, {}).items():
+            chunk = tail.read_new(self.bounds, final=final)
+            if chunk is not None:
+                self.log(f"{self.labels.get(job_id, 'job')} {stream}:\n{chunk.text()}")
+
+    def _report_progress(self, statuses: Mapping[str, JobStatus]) -> None:
+        running = sum(1 for s in statuses.values() if s.state == "running")
+        pending = sum(1 for s in statuses.values() if s.state == "pending")
+        done = len(self._done)
+        progress = (done, running, pending)
+        if progress == self._progress:
+            return
+        self._progress = progress
+        self.log(f"batch: {done} of {len(self.labels)} jobs done, {running} running, "
+                 f"{pending} pending")
