@@ -142,16 +142,17 @@ def _count_skipped(handle, start: int, cut: int) -> tuple[int, int]:
 
 
 def last_lines(path: Path, n: int, max_bytes: int = 16 * 1024) -> list[str]:
-    """The last ``n`` lines of a file (reading at most its last ``max_bytes``); [] when the
-    file is missing or empty."""
+    """The last ``n`` lines of a file (reading at most its last ``max_bytes``, and a line
+    cut by that limit is left out); [] when the file is missing or empty."""
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read(max_bytes)
+            start = max(0, size - max_bytes)
+            handle.seek(max(0, start - 1))
+            data = handle.read(max_bytes + (1 if start else 0))
     except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
         return []
     lines = data.rstrip(b"\n").split(b"\n")
-    if size > max_bytes and len(lines) > 1:
-        lines = lines[1:]  # the first one was cut
-    return [_decode(line) for line in lines[-n:] if line or len(lines) > 1]
+    if start:
+        lines = lines[1:]  # the byte before the window, or the end of a line it cut
+    return [_decode(line) for line in lines[-n:]] if any(lines) else []

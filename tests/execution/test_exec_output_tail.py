@@ -1,0 +1,98 @@
+"""Reading a job's output incrementally (``output_tail``) and the state lines of a poll loop
+(``job_watch``): nothing repeated, nothing lost between polls, floods cut to the most recent
+lines with a marker, a state logged once per change. Real files; no backend needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ccat_assets.job_watch import JobOutput, JobWatch
+from ccat_assets.jobs import JobStatus
+from ccat_assets.output_tail import COUNT_SCAN_BYTES, FileTail, TailBounds, last_lines
+
+BOUNDS = TailBounds(max_lines=3, max_bytes=200)
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a") as handle:
+        handle.write(text)
+
+
+def test_each_line_is_shown_once_and_an_unfinished_line_waits_for_its_newline(
+        tmp_path: Path) -> None:
+    path = tmp_path / "stdout.log"
+    tail = FileTail(path)
+    assert tail.read_new(BOUNDS) is None  # not written yet
+    _append(path, "one\ntw")
+    assert tail.read_new(BOUNDS).lines == ["one"]
+    assert tail.read_new(BOUNDS) is None  # nothing new, "tw" still unfinished
+    _append(path, "o\nthree\n")
+    assert tail.read_new(BOUNDS).lines == ["two", "three"]
+    _append(path, "last words")
+    assert tail.read_new(BOUNDS) is None
+    assert tail.read_new(BOUNDS, final=True).lines == ["last words"]  # the job ended
+    assert tail.offset == path.stat().st_size
+
+
+def test_a_flood_shows_its_last_lines_and_says_how_many_were_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "stdout.log"
+    tail = FileTail(path)
+    _append(path, "".join(f"line {i}\n" for i in range(1000)))
+    chunk = tail.read_new(BOUNDS)
+    assert chunk.lines == ["line 997", "line 998", "line 999"]
+    assert chunk.skipped_lines == 997 and chunk.skipped_bytes == 0
+    assert chunk.text().splitlines()[0] == "\u2026 997 lines skipped"
+    _append(path, "after\n")
+    assert tail.read_new(BOUNDS).lines == ["after"]  # and on from there
+
+
+def test_a_flood_beyond_the_count_scan_is_cut_by_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "stdout.log"
+    tail = FileTail(path)
+    _append(path, "x" * (3 * COUNT_SCAN_BYTES) + "\nshort\n")
+    chunk = tail.read_new(BOUNDS)
+    assert chunk.lines == ["short"]
+    assert chunk.skipped_bytes > COUNT_SCAN_BYTES  # not read, only named
+    assert "kB more skipped" in chunk.text()
+
+
+def test_a_replaced_file_is_read_from_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "stdout.log"
+    tail = FileTail(path)
+    _append(path, "a long first line\nsecond\n")
+    tail.read_new(BOUNDS)
+    path.write_text("new\n")
+    assert tail.read_new(BOUNDS).lines == ["new"]
+
+
+def test_last_lines(tmp_path: Path) -> None:
+    path = tmp_path / "stderr.log"
+    assert last_lines(path, 5) == []
+    path.write_text("".join(f"err {i}\n" for i in range(50)))
+    assert last_lines(path, 3) == ["err 47", "err 48", "err 49"]
+    assert last_lines(path, 3, max_bytes=14) == ["err 48", "err 49"]  # a cut line is dropped
+
+
+def test_states_are_logged_on_change_and_output_per_job(tmp_path: Path) -> None:
+    lines: list[str] = []
+    outputs = {j: JobOutput(tmp_path / f"{j}.out", tmp_path / f"{j}.err") for j in ("1", "2")}
+    watch = JobWatch(lines.append, {"1": "run 10", "2": "run 11"}, outputs, BOUNDS)
+    held = JobStatus("1", "pending", reason="JobHeldUser")
+    queued = JobStatus("2", "pending", reason="Priority")
+    watch.observe({"1": held, "2": queued})
+    watch.observe({"1": held, "2": queued})  # nothing changed: nothing logged
+    assert lines == ["run 10: job 1 pending (JobHeldUser)", "run 11: job 2 pending (Priority)",
+                     "batch: 0 of 2 jobs done, 0 running, 2 pending"]
+    lines.clear()
+    _append(tmp_path / "1.out", "hello from 1\n")
+    _append(tmp_path / "1.err", "warning from 1\n")
+    watch.observe({"1": JobStatus("1", "running", node="c1"), "2": queued})
+    assert lines == ["run 10: job 1 running on c1", "run 10 stdout:\nhello from 1",
+                     "run 10 stderr:\nwarning from 1",
+                     "batch: 0 of 2 jobs done, 1 running, 1 pending"]
+    lines.clear()
+    _append(tmp_path / "1.err", "dying")
+    watch.observe({"1": JobStatus("1", "failed", exit_code=1, reason="exit code 1"),
+                   "2": JobStatus("2", "running", node="c2")})
+    assert lines == ["run 10 stderr:\ndying", "run 11: job 2 running on c2",
+                     "batch: 1 of 2 jobs done, 1 running, 0 pending"]
