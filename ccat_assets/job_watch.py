@@ -58,16 +58,33 @@ class JobWatch:
         self._seen: dict[str, tuple[str, str | None, str | None]] = {}
         self._progress: tuple[int, int, int] | None = None
         self._done: set[str] = set()
+        self._next: str | None = None
 
     def observe(self, statuses: Mapping[str, JobStatus]) -> None:
-        """One poll: the state changes, new output of the jobs polled, and the progress."""
-        for job_id, status in statuses.items():
-            if job_id in self._done:
-                continue
-            self._state(job_id, status)
-            self.tail(job_id, final=status.finished)
-            if status.finished or status.state == "unknown":
+        """One poll: the state changes, new output of the jobs polled, and the progress.
+
+        At most ``bounds.max_messages`` output messages per poll (each is an event in the
+        run's log): the jobs left over are read first at the next poll, from their offsets,
+        so nothing is lost but a flood's excess. A job that ended is always read to its end.
+        """
+        live = [job_id for job_id in statuses if job_id not in self._done]
+        if self._next in live:  # start where the last poll's budget ran out
+            at = live.index(self._next)
+            live = live[at:] + live[:at]
+        self._next = None
+        for job_id in live:
+            self._state(job_id, statuses[job_id])
+        emitted = 0
+        for job_id in live:
+            status = statuses[job_id]
+            ended = status.finished or status.state == "unknown"
+            if ended:
+                self.tail(job_id, final=True)
                 self._done.add(job_id)
+            elif emitted < self.bounds.max_messages:
+                emitted += self.tail(job_id)
+            elif self._next is None:
+                self._next = job_id
         if len(self.labels) > 1:
             self._report_progress(statuses)
 
@@ -81,12 +98,16 @@ class JobWatch:
         self._seen[job_id] = key
         self.log(_state_line(self.labels.get(job_id, "job"), job_id, status))
 
-    def tail(self, job_id: str, *, final: bool = False) -> None:
-        """Log what the job's program wrote since the last look, one message per stream."""
+    def tail(self, job_id: str, *, final: bool = False) -> int:
+        """Log what the job's program wrote since the last look, one message per stream;
+        how many messages that was."""
+        emitted = 0
         for stream, tail in self._tails.get(job_id, {}).items():
             chunk = tail.read_new(self.bounds, final=final)
             if chunk is not None:
                 self.log(f"{self.labels.get(job_id, 'job')} {stream}:\n{chunk.text()}")
+                emitted += 1
+        return emitted
 
     def _report_progress(self, statuses: Mapping[str, JobStatus]) -> None:
         running = sum(1 for s in statuses.values() if s.state == "running")

@@ -25,10 +25,13 @@ COUNT_SCAN_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class TailBounds:
-    """What one look at one stream of one job may show (per poll)."""
+    """What one poll may show: per job and stream at most ``max_lines`` lines of the last
+    ``max_bytes`` written; in all at most ``max_messages`` messages (one per job and stream
+    with new lines)."""
 
     max_lines: int = 20
     max_bytes: int = 8 * 1024
+    max_messages: int = 200
 
 
 @dataclass(frozen=True)

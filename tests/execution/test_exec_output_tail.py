@@ -94,5 +94,36 @@ def test_states_are_logged_on_change_and_output_per_job(tmp_path: Path) -> None:
     _append(tmp_path / "1.err", "dying")
     watch.observe({"1": JobStatus("1", "failed", exit_code=1, reason="exit code 1"),
                    "2": JobStatus("2", "running", node="c2")})
-    assert lines == ["run 10 stderr:\ndying", "run 11: job 2 running on c2",
+    assert lines == ["run 11: job 2 running on c2", "run 10 stderr:\ndying",
                      "batch: 1 of 2 jobs done, 1 running, 0 pending"]
+
+
+def test_output_messages_per_poll_are_bounded_and_the_rest_come_next_poll(
+        tmp_path: Path) -> None:
+    lines: list[str] = []
+    ids = [str(i) for i in range(5)]
+    outputs = {j: JobOutput(tmp_path / f"{j}.out", tmp_path / f"{j}.err") for j in ids}
+    watch = JobWatch(lines.append, {j: f"run {j}" for j in ids}, outputs,
+                     TailBounds(max_lines=3, max_bytes=200, max_messages=2))
+    running = {j: JobStatus(j, "running", node="c1") for j in ids}
+    for j in ids:
+        _append(tmp_path / f"{j}.out", f"from {j}\n")
+
+    def shown() -> list[str]:
+        out = [x.split()[1] for x in lines if " stdout:" in x]
+        lines.clear()
+        return out
+
+    watch.observe(running)
+    assert shown() == ["0", "1"]
+    watch.observe(running)
+    assert shown() == ["2", "3"]
+    _append(tmp_path / "0.out", "again\n")
+    watch.observe(running)
+    assert shown() == ["4", "0"]  # the one left over first, then round again
+    _append(tmp_path / "1.out", "last\n")
+    _append(tmp_path / "2.out", "last\n")
+    _append(tmp_path / "3.out", "last\n")
+    ended = {j: JobStatus(j, "completed", exit_code=0) for j in ids}
+    watch.observe(ended)  # jobs that ended are read to their end, whatever the budget
+    assert sorted(shown()) == ["1", "2", "3"]
