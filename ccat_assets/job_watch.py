@@ -7,11 +7,13 @@ every poll's statuses to a :class:`JobWatch`, which writes to the run's log
 * a line when a job's state, reason or node changes (pending with the scheduler's reason,
   running on which node), never the same one twice;
 * for a batch, the members' progress (k of N done) when it changes;
-* the lines each job's program wrote to stdout/stderr since the last poll, one message per
-  stream and job, bounded per poll (:class:`~ccat_assets.output_tail.TailBounds`) with a
-  marker for what was left out.
+* the lines each job's program wrote to stdout/stderr since the last poll, under a
+  ``<run> <stream>:`` header, bounded per job and per poll
+  (:class:`~ccat_assets.output_tail.TailBounds`) with a marker for what was left out.
 
-A poll with nothing new costs one ``stat`` per output file and no log line.
+A poll with nothing new costs one ``stat`` per output file and no log line; a busy one a
+bounded number of messages (each message is a write to Dagster's event log, the dominant
+cost, so lines are packed into few messages).
 """
 
 from __future__ import annotations
@@ -63,51 +65,71 @@ class JobWatch:
     def observe(self, statuses: Mapping[str, JobStatus]) -> None:
         """One poll: the state changes, new output of the jobs polled, and the progress.
 
-        At most ``bounds.max_messages`` output messages per poll (each is an event in the
-        run's log): the jobs left over are read first at the next poll, from their offsets,
-        so nothing is lost but a flood's excess. A job that ended is always read to its end.
+        Each message is an event in the run's log, and an event costs a write, so a poll's
+        lines are packed: its state changes into one message, its output into messages of
+        at most ``bounds.message_lines`` lines, at most ``bounds.max_messages`` of them. Jobs
+        left over are read first at the next poll, from their offsets, so nothing is lost
+        but a flood's excess; a job that ended is always read to its end.
         """
         live = [job_id for job_id in statuses if job_id not in self._done]
         if self._next in live:  # start where the last poll's budget ran out
             at = live.index(self._next)
             live = live[at:] + live[:at]
         self._next = None
-        for job_id in live:
-            self._state(job_id, statuses[job_id])
-        emitted = 0
+        self._emit([line for job_id in live
+                    if (line := self._state(job_id, statuses[job_id])) is not None])
+        budget = self.bounds.message_lines * self.bounds.max_messages
+        sections: list[str] = []
         for job_id in live:
             status = statuses[job_id]
             ended = status.finished or status.state == "unknown"
             if ended:
-                self.tail(job_id, final=True)
+                sections += self.sections(job_id, final=True)
                 self._done.add(job_id)
-            elif emitted < self.bounds.max_messages:
-                emitted += self.tail(job_id)
+            elif budget > 0:
+                new = self.sections(job_id)
+                budget -= sum(x.count("\n") + 1 for x in new)
+                sections += new
             elif self._next is None:
                 self._next = job_id
+        self._emit(sections)
         if len(self.labels) > 1:
             self._report_progress(statuses)
 
-    def _state(self, job_id: str, status: JobStatus) -> None:
+    def _emit(self, parts: list[str]) -> None:
+        """Log ``parts`` packed into messages of at most ``bounds.message_lines`` lines (a
+        part longer than that is a message of its own)."""
+        message: list[str] = []
+        size = 0
+        for part in parts:
+            lines = part.count("\n") + 1
+            if message and size + lines > self.bounds.message_lines:
+                self.log("\n".join(message))
+                message, size = [], 0
+            message.append(part)
+            size += lines
+        if message:
+            self.log("\n".join(message))
+
+    def _state(self, job_id: str, status: JobStatus) -> str | None:
         """A line when what a person would want to know changed; finished states are the
         run's own lines (collection, failure), not repeated here."""
         key = (status.state, status.reason, status.node)
         if self._seen.get(job_id) == key or status.state in FINISHED_STATES:
             self._seen[job_id] = key
-            return
+            return None
         self._seen[job_id] = key
-        self.log(_state_line(self.labels.get(job_id, "job"), job_id, status))
+        return _state_line(self.labels.get(job_id, "job"), job_id, status)
 
-    def tail(self, job_id: str, *, final: bool = False) -> int:
-        """Log what the job's program wrote since the last look, one message per stream;
-        how many messages that was."""
-        emitted = 0
+    def sections(self, job_id: str, *, final: bool = False) -> list[str]:
+        """What the job's program wrote since the last look: a ``<label> <stream>:`` header
+        and the lines, per stream with new lines."""
+        out = []
         for stream, tail in self._tails.get(job_id, {}).items():
             chunk = tail.read_new(self.bounds, final=final)
             if chunk is not None:
-                self.log(f"{self.labels.get(job_id, 'job')} {stream}:\n{chunk.text()}")
-                emitted += 1
-        return emitted
+                out.append(f"{self.labels.get(job_id, 'job')} {stream}:\n{chunk.text()}")
+        return out
 
     def _report_progress(self, statuses: Mapping[str, JobStatus]) -> None:
         running = sum(1 for s in statuses.values() if s.state == "running")

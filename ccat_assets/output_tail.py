@@ -26,12 +26,14 @@ COUNT_SCAN_BYTES = 256 * 1024
 @dataclass(frozen=True)
 class TailBounds:
     """What one poll may show: per job and stream at most ``max_lines`` lines of the last
-    ``max_bytes`` written; in all at most ``max_messages`` messages (one per job and stream
-    with new lines)."""
+    ``max_bytes`` written; in all about ``max_messages`` x ``message_lines`` lines of output,
+    packed into messages of at most ``message_lines`` lines (a job's section is never
+    split; the jobs past the budget are read at the next poll)."""
 
     max_lines: int = 20
     max_bytes: int = 8 * 1024
-    max_messages: int = 200
+    message_lines: int = 200
+    max_messages: int = 10
 
 
 @dataclass(frozen=True)

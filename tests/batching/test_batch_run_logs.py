@@ -6,6 +6,7 @@ backend, both databases."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +19,21 @@ from tests.factories import chatty_spec
 
 SCANS = [(f"scan-{i:03d}", "NGC253", "CO43") for i in range(3)]
 KEYS = [subgroup_key(["executed_obs_unit"], [scan]) for scan, _, _ in SCANS]
+HEADER = re.compile(r"run \d+ \(.+\) (stdout|stderr):")
+
+
+def _sections(messages: list[str]) -> list[tuple[str, list[str]]]:
+    """The output sections of the log's messages (several members may share a message)."""
+    out: list[tuple[str, list[str]]] = []
+    for message in messages:
+        current: list[str] | None = None
+        for line in message.splitlines():
+            if HEADER.fullmatch(line):
+                current = []
+                out.append((line, current))
+            elif current is not None:
+                current.append(line)
+    return out
 
 
 def test_a_batch_logs_each_members_output_and_progress(ccat_env: Path, tmp_path: Path) -> None:
@@ -34,10 +50,10 @@ def test_a_batch_logs_each_members_output_and_progress(ccat_env: Path, tmp_path:
                                 {"config": {"sub_groups": KEYS}}}})
         messages = [e.user_message for e in instance.all_logs(result.run_id)]
 
+    sections = _sections(messages)
     for key in KEYS:  # each member's lines, under its own label, once
-        own = [m for m in messages if m.startswith("run ") and f"({key}) stdout:\n" in m]
-        assert len(own) == 1, (key, messages)
-        assert own[0].splitlines()[1:] == [f"chatty says {i} ({key})" for i in range(2)]
+        own = [lines for header, lines in sections if header.endswith(f"({key}) stdout:")]
+        assert own == [[f"chatty says {i} ({key})" for i in range(2)]], (key, messages)
     assert not any(f"chatty error 0 ({key})" in m for key in (KEYS[0], KEYS[2])
                    for m in messages)
     progress = [m for m in messages if m.startswith("batch: ")]

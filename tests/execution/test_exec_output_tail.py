@@ -81,14 +81,14 @@ def test_states_are_logged_on_change_and_output_per_job(tmp_path: Path) -> None:
     queued = JobStatus("2", "pending", reason="Priority")
     watch.observe({"1": held, "2": queued})
     watch.observe({"1": held, "2": queued})  # nothing changed: nothing logged
-    assert lines == ["run 10: job 1 pending (JobHeldUser)", "run 11: job 2 pending (Priority)",
+    assert lines == ["run 10: job 1 pending (JobHeldUser)\nrun 11: job 2 pending (Priority)",
                      "batch: 0 of 2 jobs done, 0 running, 2 pending"]
     lines.clear()
     _append(tmp_path / "1.out", "hello from 1\n")
     _append(tmp_path / "1.err", "warning from 1\n")
     watch.observe({"1": JobStatus("1", "running", node="c1"), "2": queued})
-    assert lines == ["run 10: job 1 running on c1", "run 10 stdout:\nhello from 1",
-                     "run 10 stderr:\nwarning from 1",
+    assert lines == ["run 10: job 1 running on c1",
+                     "run 10 stdout:\nhello from 1\nrun 10 stderr:\nwarning from 1",
                      "batch: 0 of 2 jobs done, 1 running, 1 pending"]
     lines.clear()
     _append(tmp_path / "1.err", "dying")
@@ -98,32 +98,34 @@ def test_states_are_logged_on_change_and_output_per_job(tmp_path: Path) -> None:
                      "batch: 1 of 2 jobs done, 1 running, 0 pending"]
 
 
-def test_output_messages_per_poll_are_bounded_and_the_rest_come_next_poll(
+def test_output_per_poll_is_bounded_packed_and_the_rest_comes_next_poll(
         tmp_path: Path) -> None:
     lines: list[str] = []
     ids = [str(i) for i in range(5)]
     outputs = {j: JobOutput(tmp_path / f"{j}.out", tmp_path / f"{j}.err") for j in ids}
+    # a section is 2 lines (header, line): 4 lines a message, one message a poll
     watch = JobWatch(lines.append, {j: f"run {j}" for j in ids}, outputs,
-                     TailBounds(max_lines=3, max_bytes=200, max_messages=2))
+                     TailBounds(max_lines=3, max_bytes=200, message_lines=4, max_messages=1))
     running = {j: JobStatus(j, "running", node="c1") for j in ids}
     for j in ids:
         _append(tmp_path / f"{j}.out", f"from {j}\n")
 
-    def shown() -> list[str]:
-        out = [x.split()[1] for x in lines if " stdout:" in x]
+    def shown() -> list[list[str]]:
+        out = [[x.split()[1] for x in m.splitlines() if x.endswith(" stdout:")]
+               for m in lines if " stdout:" in m]
         lines.clear()
         return out
 
     watch.observe(running)
-    assert shown() == ["0", "1"]
+    assert shown() == [["0", "1"]]  # two jobs packed into one message
     watch.observe(running)
-    assert shown() == ["2", "3"]
+    assert shown() == [["2", "3"]]
     _append(tmp_path / "0.out", "again\n")
     watch.observe(running)
-    assert shown() == ["4", "0"]  # the one left over first, then round again
+    assert shown() == [["4", "0"]]  # the one left over first, then round again
     _append(tmp_path / "1.out", "last\n")
     _append(tmp_path / "2.out", "last\n")
     _append(tmp_path / "3.out", "last\n")
     ended = {j: JobStatus(j, "completed", exit_code=0) for j in ids}
     watch.observe(ended)  # jobs that ended are read to their end, whatever the budget
-    assert sorted(shown()) == ["1", "2", "3"]
+    assert shown() == [["1", "2"], ["3"]]
