@@ -475,7 +475,10 @@ def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int],
             continue
         failing_for = 0.0
         finished_now = False
-        watch.observe({job_id: statuses[job_id] for job_id in waiting})
+        try:
+            watch.observe({job_id: statuses[job_id] for job_id in waiting})
+        except Exception as exc:  # the log is a view: it never stops the wait for a job
+            services.log(f"could not show the state or output of {_shown(waiting)}: {exc}")
         for job_id, run_id in list(waiting.items()):
             status = statuses[job_id]
             if status.state == "running" and job_id not in seen_running:

@@ -86,7 +86,7 @@ class FileTail:
         line too, the job has ended), cut to ``bounds``; None when there is nothing new."""
         try:
             size = os.stat(self.path).st_size
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+        except OSError:  # not written yet, or unreadable: nothing to show
             return self._flush() if final else None
         if size < self.offset:  # truncated or replaced: read the new file from its start
             self.offset, self.pending = 0, b""
@@ -104,7 +104,7 @@ class FileTail:
                     self.pending, start = b"", cut
                 handle.seek(start)
                 data = handle.read(size - start)
-        except (FileNotFoundError, PermissionError):
+        except OSError:  # gone or unreadable since the stat: try again next poll
             return None
         self.offset = start + len(data)
         return self._split(self.pending + data, bounds, skipped_lines, skipped_bytes,
@@ -155,7 +155,7 @@ def last_lines(path: Path, n: int, max_bytes: int = 16 * 1024) -> list[str]:
             start = max(0, size - max_bytes)
             handle.seek(max(0, start - 1))
             data = handle.read(max_bytes + (1 if start else 0))
-    except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
+    except OSError:
         return []
     lines = data.rstrip(b"\n").split(b"\n")
     if start:
