@@ -32,8 +32,10 @@ class TailBounds:
 
     max_lines: int = 20
     max_bytes: int = 8 * 1024
-    message_lines: int = 200
-    max_messages: int = 10
+    #: Writing an event to Dagster's event log costs about the same for 50 lines as for
+    #: 1,000 (measured: 40 x 50 lines 1.7 s, 2 x 1,000 lines well under 0.1 s), so few, big.
+    message_lines: int = 1000
+    max_messages: int = 2
 
 
 @dataclass(frozen=True)
