@@ -92,20 +92,22 @@ class JobWatch:
                 sections += new
             elif self._next is None:
                 self._next = job_id
-        self._emit(sections)
+        self._emit(sections, self.bounds.max_messages)
         if len(self.labels) > 1:
             self._report_progress(statuses)
 
-    def _emit(self, parts: list[str]) -> None:
+    def _emit(self, parts: list[str], max_messages: int | None = None) -> None:
         """Log ``parts`` packed into messages of at most ``bounds.message_lines`` lines (a
-        part longer than that is a message of its own)."""
+        part longer than that is a message of its own); with ``max_messages``, the last
+        message takes whatever is left (a few sections past the line budget at most)."""
         message: list[str] = []
-        size = 0
+        size, sent = 0, 0
         for part in parts:
             lines = part.count("\n") + 1
-            if message and size + lines > self.bounds.message_lines:
+            last = max_messages is not None and sent >= max_messages - 1
+            if message and size + lines > self.bounds.message_lines and not last:
                 self.log("\n".join(message))
-                message, size = [], 0
+                message, size, sent = [], 0, sent + 1
             message.append(part)
             size += lines
         if message:

@@ -127,5 +127,5 @@ def test_output_per_poll_is_bounded_packed_and_the_rest_comes_next_poll(
     _append(tmp_path / "2.out", "last\n")
     _append(tmp_path / "3.out", "last\n")
     ended = {j: JobStatus(j, "completed", exit_code=0) for j in ids}
-    watch.observe(ended)  # jobs that ended are read to their end, whatever the budget
-    assert shown() == [["1", "2"], ["3"]]
+    watch.observe(ended)  # jobs that ended are read to their end, whatever the budget,
+    assert shown() == [["1", "2", "3"]]  # and the poll's last message takes what is left
