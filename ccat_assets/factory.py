@@ -93,6 +93,9 @@ def build_step_asset(pipeline: PipelineDef, step: StepDef) -> dg.AssetsDefinitio
         kinds=step_kinds(),
         tags={"ccat/final": str(step.is_final).lower()},
         metadata={"ccat/software": step.software, "ccat/grain": step.grain},
+        # What the fingerprint covers of the step itself, so the UI's "unsynced" marks the
+        # partitions gap evaluation reprocesses after a config or version change.
+        code_version=step.code_version,
         op_tags=tags,
     )
     def _step_asset(context: dg.AssetExecutionContext, execution: ExecutionResource):
