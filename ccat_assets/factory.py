@@ -46,6 +46,11 @@ def build_raw_data_asset(grouping: str) -> dg.AssetSpec:
     )
 
 
+def parent_keys(pipeline: PipelineDef, step: StepDef) -> list[dg.AssetKey]:
+    """The assets a step's asset depends on: its upstream steps, else the raw data."""
+    return [d.asset_key for d in _deps(pipeline, step)]
+
+
 def _deps(pipeline: PipelineDef, step: StepDef) -> list[dg.AssetDep]:
     if not step.depends_on:
         return [dg.AssetDep(raw_data_key(pipeline.grouping))]

@@ -16,17 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import (
-    CachingStaleStatusResolver,
-    StaleCauseCategory,
-    StaleStatus,
-)
-from dagster._time import get_current_datetime
+from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
 
 from ccat_assets.definitions import load_definitions
 from tests.factories import pipeline_spec
-from tests.gaps.gapkit import PIPELINE, apply_versions, ccat, ingest, map_key, materialize, scan_key
+from tests.gaps.gapkit import (
+    CODE_CAUSE,
+    PIPELINE,
+    Cause,
+    apply_versions,
+    ccat,
+    ingest,
+    map_key,
+    materialize,
+    scan_key,
+    staleness,
+)
 
 SCANS = [("scan-001", "NGC253", "CO43"), ("scan-002", "NGC253", "CO43"),
          ("scan-003", "ORION", "CII")]
@@ -54,30 +59,12 @@ def gaps() -> dict[tuple[str, str], dict[str, Any]]:
                                                                 "--all"))}
 
 
-Causes = set[tuple[StaleCauseCategory, str, str | None]]
-
-
-def staleness(defs: dg.Definitions, instance: dg.DagsterInstance,
-              pairs: list[tuple[str, str]] = PAIRS,
-              ) -> dict[tuple[str, str], tuple[StaleStatus, Causes]]:
-    """Each pair's stale status and causes (category, reason, the upstream partition named),
-    as the UI computes them for these definitions."""
-    graph = defs.resolve_asset_graph()
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance, asset_graph=graph)
-    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph,
-                                          loading_context=view)
-    result = {}
-    for step, key in pairs:
-        asset = dg.AssetKey(["ccat", PIPELINE, step])
-        causes = {(c.category, c.reason, c.dependency_partition_key)
-                  for c in resolver.get_stale_causes(asset, key)}
-        result[(step, key)] = (resolver.get_status(asset, key), causes)
-    return result
-
-
-CODE_CAUSE = (StaleCauseCategory.CODE, "has a new code version", None)
+def pair_staleness(instance: dg.DagsterInstance, pairs: list[tuple[str, str]] = PAIRS,
+          ) -> dict[tuple[str, str], tuple[StaleStatus, set[Cause]]]:
+    """Each pair's stale status and causes for the definitions of the ops-db of now."""
+    found = staleness(load_definitions(), instance,
+                      [(dg.AssetKey(["ccat", PIPELINE, step]), key) for step, key in pairs])
+    return {(asset.path[-1], key): value for (asset, key), value in found.items()}
 
 
 def materialize_all(instance: dg.DagsterInstance) -> None:
@@ -102,9 +89,9 @@ def assert_agrees(instance: dg.DagsterInstance) -> dict[tuple[str, str], str]:
       new data: the only cause allowed there is such a data cause (docs/automation.md).
     """
     decisions = gaps()
-    stale = staleness(load_definitions(), instance)
+    found = pair_staleness(instance)
     for pair in PAIRS:
-        status, causes = stale[pair]
+        status, causes = found[pair]
         decision = decisions[pair]
         gap = decision["reason"] if decision["decision"] == "fire" else decision[
             "details"].get("gap")
@@ -134,8 +121,8 @@ def test_a_config_change_marks_exactly_the_pairs_gaps_reprocesses(
         assert [reasons[("calibrate", k)] for k in CALIBRATE] == ["config_changed"] * 3
         # the maps wait for their scans; nothing of theirs changed, so they are not marked
         assert [reasons[("grid", k)] for k in GRID] == ["upstream_incomplete"] * 2
-        stale = staleness(load_definitions(), instance)
-        assert [stale[("grid", k)] for k in GRID] == [(StaleStatus.FRESH, set())] * 2
+        found = pair_staleness(instance)
+        assert [found[("grid", k)] for k in GRID] == [(StaleStatus.FRESH, set())] * 2
 
         # one scan reduced with the new config: only that one is in sync
         assert materialize(load_definitions(), instance, "calibrate", CALIBRATE[0]).success
@@ -180,7 +167,7 @@ def test_a_policy_switch_marks_up_to_date_pairs_until_they_are_reported_again(
         assert materialize(load_definitions(), instance, *pair).success
         apply_versions(tmp_path, ["1.0.0"], trigger=MANUAL, **exact("1.0.0"))
         assert gaps()[pair]["reason"] == "up_to_date"
-        assert staleness(load_definitions(), instance, [pair])[pair] == (
+        assert pair_staleness(instance, [pair])[pair] == (
             StaleStatus.STALE, {CODE_CAUSE})
 
         again = materialize(load_definitions(), instance, *pair)
@@ -188,5 +175,5 @@ def test_a_policy_switch_marks_up_to_date_pairs_until_they_are_reported_again(
         event = instance.get_latest_materialization_event(dg.AssetKey(["ccat", PIPELINE,
                                                                        "calibrate"]))
         assert "Nothing ran" in event.asset_materialization.metadata["reused_run"].value
-        assert staleness(load_definitions(), instance, [pair])[pair] == (
+        assert pair_staleness(instance, [pair])[pair] == (
             StaleStatus.FRESH, set())
