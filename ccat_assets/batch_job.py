@@ -29,7 +29,8 @@ from ccat_assets.batch_events import (
 )
 from ccat_assets.catalog import PipelineDef, StepDef
 from ccat_assets.checks import check_names, evaluate_checks
-from ccat_assets.factory import materialize_result, parent_keys, step_key
+from ccat_assets.factory import parent_keys, step_key
+from ccat_assets.materialization import materialize_result
 from ccat_assets.run_start import require_partitions, retry_chain, trigger_reason
 from resources.execution import ExecutionResource
 from resources.opsdb import OpsDBResource
