@@ -45,6 +45,8 @@ class MemberResult:
     outcome: RunOutcome | None = None
     #: Why the member failed (its run row, if it has one, says the same).
     error: str | None = None
+    #: The member's exit code, when its job ended with one.
+    exit_code: int | None = None
     #: The member already had a COMPLETED run for its current inputs (``outcome`` is that
     #: run's, reported again).
     skipped: bool = False
@@ -112,7 +114,7 @@ def iter_batch(
             results[key].outcome = finish_run(services, member.run_id, member.layout, status,
                                               member.reattached)
         except RunFailed as exc:
-            results[key].error = exc.reason
+            results[key].error, results[key].exit_code = exc.reason, exc.exit_code
         yield results[key]
 
 

@@ -104,7 +104,9 @@ def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
                              + "; ".join(f"{r.key}: {r.error}" for r in failed[:5]))[:4000],
                 metadata={"failed_sub_groups": dg.MetadataValue.json([r.key for r in failed]),
                           "ops-db run ids": dg.MetadataValue.json(
-                              [r.run_id for r in failed if r.run_id is not None])},
+                              [r.run_id for r in failed if r.run_id is not None]),
+                          "exit_codes": dg.MetadataValue.json(
+                              {r.key: r.exit_code for r in failed if r.exit_code is not None})},
             )
 
     @dg.job(name=name, tags={"ccat/pipeline": pipeline.name, "ccat/step": step.name,

@@ -49,8 +49,11 @@ Log = Callable[[str], None]
 class RunFailed(RuntimeError):
     """The run ended FAILED or CANCELLED; the ops-db row says why."""
 
-    def __init__(self, run_id: int, status: RunStatus, reason: str):
+    def __init__(self, run_id: int, status: RunStatus, reason: str,
+                 exit_code: int | None = None):
         self.run_id, self.status, self.reason = run_id, status, reason
+        #: The program's exit code, when its job ended with one.
+        self.exit_code = exit_code
         super().__init__(f"run {run_id} {status.value}: {reason}")
 
 
@@ -501,7 +504,7 @@ def finish_run(
         _collect_logs(services, run_id, layout)
         status = RunStatus.CANCELLED if job.state == "cancelled" else RunStatus.FAILED
         fail_run(services, run_id, reason, status)
-        raise RunFailed(run_id, status, reason)
+        raise RunFailed(run_id, status, reason, job.exit_code)
     try:
         with services.sessions.begin() as session:
             run = session.get(ExecutedReductionStep, run_id)

@@ -15,7 +15,7 @@ import dagster as dg
 from ccat_assets.catalog import PipelineDef, StepDef
 from ccat_assets.checks import build_step_checks
 from ccat_assets.execute import RunFailed, execute_partition
-from ccat_assets.materialization import materialize_result
+from ccat_assets.materialization import failure_metadata, materialize_result
 from ccat_assets.run_start import forced, require_partitions, retry_chain, trigger_reason
 from ccat_assets.settings import get_settings
 from resources.execution import ExecutionResource
@@ -119,7 +119,8 @@ def build_step_asset(pipeline: PipelineDef, step: StepDef) -> dg.AssetsDefinitio
         except RunFailed as exc:
             raise dg.Failure(
                 description=f"{step.name}/{key}: {exc.reason}",
-                metadata={"ops-db run id": exc.run_id, "status": exc.status.value},
+                metadata={**failure_metadata(exc.run_id, exc.exit_code),
+                          "status": exc.status.value},
             ) from exc
         return materialize_result(outcome)
 

@@ -27,6 +27,17 @@ def materialize_result(outcome: RunOutcome) -> dg.MaterializeResult:
                                 data_version=dg.DataVersion(outcome.fingerprint))
 
 
+def failure_metadata(run_id: int | None, exit_code: int | None) -> dict[str, Any]:
+    """What a failed partition shows: its ops-db run and the program's exit code (an
+    integer, as on a materialization), each when known."""
+    metadata: dict[str, Any] = {}
+    if run_id is not None:
+        metadata["ops-db run id"] = dg.MetadataValue.int(run_id)
+    if exit_code is not None:
+        metadata["exit_code"] = dg.MetadataValue.int(int(exit_code))
+    return metadata
+
+
 def outcome_metadata(outcome: RunOutcome) -> dict[str, Any]:
     by_type: dict[str, int] = {}
     for p in outcome.products:

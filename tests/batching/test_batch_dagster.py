@@ -72,6 +72,8 @@ def test_batch_run_materializes_each_member_and_fails_only_the_failed_one(batche
                 if c.event is not None} == set(KEYS) - {KEYS[1]}
         failure = result.failure_data_for_node(batch_op_name("chai_test", "calibrate"))
         assert KEYS[1] in failure.user_failure_data.description
+        assert failure.user_failure_data.metadata["exit_codes"].value == {KEYS[1]: 3}
+        assert isinstance(event.metadata["exit_code"], dg.IntMetadataValue)
 
         # Dagster's retry of the run (same config, parent run): only the failed member runs
         retry = _run_batch(defs, instance, KEYS, tags={"dagster/parent_run_id": result.run_id})

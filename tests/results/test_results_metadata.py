@@ -20,7 +20,16 @@ from ccat_assets.definitions import load_definitions
 from ccat_assets.opsdb import RawDataPackage
 from ccat_assets.opsdb.session import session_scope
 from tests.factories import pipeline_spec, write_observations, write_spec
-from tests.results.kit import PIPELINE, SCANS, ccat, map_key, materialize, reduce_all, scan_key
+from tests.results.kit import (
+    PIPELINE,
+    SCANS,
+    ccat,
+    map_key,
+    materialize,
+    reduce_all,
+    register_partitions,
+    scan_key,
+)
 
 DIGEST = "sha256:" + "ab" * 32
 NGC253 = map_key("NGC253", "CO43")
@@ -124,3 +133,17 @@ def test_a_completed_run_reported_again_carries_the_same_tables(plotted: Path) -
         for name in ("raw_inputs", "upstream_inputs", "products", "image_digest", "exit_code",
                      "quicklook output/plots/mom0.png"):
             assert second[name] == first[name], name
+
+
+def test_a_failed_partition_shows_its_integer_exit_code(ccat_env: Path, tmp_path: Path) -> None:
+    spec = pipeline_spec(tmp_path / "processing", extra_step_params={"fail": 3})
+    ccat("apply", "--no-reload", str(write_spec(tmp_path / "pipeline.yaml", spec)))
+    ccat("ingest", str(write_observations(tmp_path / "archive", SCANS[:1])))
+    with dg.instance_for_test() as instance:
+        register_partitions(instance, SCANS[:1])
+        result = materialize(load_definitions(), instance, "calibrate", scan_key("scan-001"),
+                             raise_on_error=False)
+        assert not result.success
+        failure = result.failure_data_for_node("ccat__chai_test__calibrate").user_failure_data
+        assert failure.metadata["exit_code"] == dg.MetadataValue.int(3)
+        assert isinstance(failure.metadata["ops-db run id"], dg.IntMetadataValue)
