@@ -46,6 +46,8 @@ class MemberResult:
     outcome: RunOutcome | None = None
     #: Why the member failed (its run row, if it has one, says the same).
     error: str | None = None
+    #: The member's exit code, when its job ended with one.
+    exit_code: int | None = None
     #: The member already had a COMPLETED run for its current inputs (``outcome`` is that
     #: run's, reported again).
     skipped: bool = False
@@ -121,6 +123,7 @@ def iter_batch(
         except RunFailed as exc:
             results[key].error = exc.reason
             results[key].failure = exc
+            results[key].exit_code = exc.exit_code
         yield results[key]
 
 

@@ -5,7 +5,8 @@ as a contiguous range (``BackfillPolicy.single_run``), and a single-run backfill
 arbitrary subset of dynamic partitions is not possible (dagster#15667); gaps are arbitrary
 subsets. So the op reports what an asset run would: a *planned* event per member partition
 when the members are claimed (the UI shows them in progress), an ``AssetMaterialization``
-per completed member with the same metadata and data version as a single run, the member's
+per completed member with the same metadata, data version and provenance tags (code
+version, inputs) as a single run, so Dagster judges its staleness alike, the member's
 asset-check evaluations, and an asset-failed event per failed member. The run fails when a
 member failed, and Dagster then marks exactly the planned-but-unmaterialized partitions
 failed, never their siblings. A retry of the run reruns only the members without a
@@ -20,10 +21,16 @@ from collections.abc import Iterator
 import dagster as dg
 
 from ccat_assets.batch import BatchStarted, MemberResult, iter_batch
-from ccat_assets.batch_events import failed_event, planned_events
+from ccat_assets.batch_events import (
+    failed_event,
+    input_provenance,
+    planned_events,
+    provenance_tags,
+)
 from ccat_assets.catalog import PipelineDef, StepDef
 from ccat_assets.checks import check_names, evaluate_checks
-from ccat_assets.factory import materialize_result, step_key
+from ccat_assets.factory import parent_keys, step_key
+from ccat_assets.materialization import materialize_result
 from ccat_assets.run_failure import batch_failure, member_failure_text
 from ccat_assets.run_start import require_partitions, retry_chain, trigger_reason
 from resources.execution import ExecutionResource
@@ -69,6 +76,8 @@ def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
         with services.sessions.begin() as session:
             require_partitions(context, session, pipeline, step, config.sub_groups)
         failed: list[MemberResult] = []
+        inputs = input_provenance(context.instance, parent_keys(pipeline, step))
+        code_version = step.code_version or context.run.run_id  # as Dagster does without one
         for event in iter_batch(
                 services, pipeline_name=pipeline.name, step_name=step.name,
                 sub_group_keys=config.sub_groups, dagster_run_id=context.run.run_id,
@@ -85,7 +94,9 @@ def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
                     run_id=context.run.run_id)
                 context.log.error(f"{step.name}/{member_failure_text(event)}")
             elif event.outcome is not None:
-                yield _materialization(asset_key, event)
+                yield _materialization(asset_key, event, provenance_tags(
+                    code_version=code_version, data_version=event.outcome.fingerprint,
+                    inputs=inputs))
                 yield from _check_evaluations(opsdb, asset_key, step, event.key,
                                               context.run.run_id)
         if failed:
@@ -100,12 +111,13 @@ def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
     return _job
 
 
-def _materialization(asset_key: dg.AssetKey, result: MemberResult) -> dg.AssetMaterialization:
-    """The same metadata and data version a single run of the partition records."""
+def _materialization(asset_key: dg.AssetKey, result: MemberResult,
+                     tags: dict[str, str]) -> dg.AssetMaterialization:
+    """The same metadata, data version and provenance a single run of the partition records
+    (the tags: :func:`ccat_assets.batch_events.provenance_tags`)."""
     single = materialize_result(result.outcome)
     return dg.AssetMaterialization(
-        asset_key=asset_key, partition=result.key, metadata=single.metadata,
-        tags={"dagster/data_version": result.outcome.fingerprint})
+        asset_key=asset_key, partition=result.key, metadata=single.metadata, tags=tags)
 
 
 def _check_evaluations(opsdb: OpsDBResource, asset_key: dg.AssetKey, step: StepDef, key: str,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
+from ccat_assets.fingerprint import step_code_version
+from ccat_assets.gapstate.load import latest_versions, version_to_run
 from ccat_assets.grouping.keys import grain_name
 from ccat_assets.opsdb import DataLocation, Pipeline, ReductionStep, TriggerType
 from ccat_assets.spec import PipelineSpec, topological_order
@@ -30,6 +32,9 @@ class StepDef:
     schedule: str | None
     batch_size: int
     is_final: bool
+    #: The asset's code version (``fingerprint.step_code_version``): the step's version token
+    #: and config hash of now; None without a version to run, or built from a spec alone.
+    code_version: str | None = None
 
     @property
     def grain(self) -> str:
@@ -89,28 +94,39 @@ def load_catalog_checked(session: Session) -> tuple[list[PipelineDef], list[Unre
         sa.select(Pipeline).order_by(Pipeline.name).options(
             selectinload(Pipeline.steps).selectinload(ReductionStep.depends_on),
             selectinload(Pipeline.steps).selectinload(ReductionStep.software),
+            selectinload(Pipeline.steps).selectinload(ReductionStep.config),
+            selectinload(Pipeline.steps).selectinload(ReductionStep.pinned_version),
             selectinload(Pipeline.data_grouping),
         )
     ).all()
     locations = dict(session.execute(sa.select(DataLocation.id, DataLocation.name)).all())
+    latest = latest_versions(session, {s.reduction_software_id for p in pipelines
+                                       for s in p.steps})
     loaded: list[PipelineDef] = []
     unreadable: list[UnreadablePipeline] = []
     for row in pipelines:
         try:
-            loaded.append(_pipeline_def(row, locations))
+            loaded.append(_pipeline_def(row, locations, latest))
         except Exception as exc:  # noqa: BLE001 - any bad row is this pipeline's problem only
             unreadable.append(UnreadablePipeline(row.name, f"{type(exc).__name__}: {exc}"))
     return loaded, unreadable
 
 
-def _pipeline_def(pipeline: Pipeline, locations: dict[int, str]) -> PipelineDef:
+def _code_version(step: ReductionStep, latest: dict[int, str]) -> str | None:
+    version, _ = version_to_run(step, latest)
+    return step_code_version(step.config.content_hash, step.version_policy, version)
+
+
+def _pipeline_def(pipeline: Pipeline, locations: dict[int, str],
+                  latest: dict[int, str]) -> PipelineDef:
     steps = [
         StepDef(pipeline=pipeline.name, name=s.name, description=s.description,
                 software=s.software.name, group_by=tuple(s.group_by or ()),
                 depends_on=tuple(d.name for d in s.depends_on),
                 max_concurrent_runs=s.max_concurrent_runs, max_retries=s.max_retries,
                 cooldown_seconds=s.cooldown_seconds, schedule=s.schedule,
-                batch_size=s.batch_size, is_final=False)
+                batch_size=s.batch_size, is_final=False,
+                code_version=_code_version(s, latest))
         for s in pipeline.steps
     ]
     return PipelineDef(
@@ -126,7 +142,8 @@ def _pipeline_def(pipeline: Pipeline, locations: dict[int, str]) -> PipelineDef:
 
 def pipeline_def_from_spec(spec: PipelineSpec, processing_location_id: int = 0) -> PipelineDef:
     """The snapshot ``spec`` becomes once applied, without a database: validation builds its
-    Dagster definitions from this to find what Dagster would refuse at load."""
+    Dagster definitions from this to find what Dagster would refuse at load. Without the
+    ops-db the latest versions are unknown, so steps carry no code version."""
     steps = [
         StepDef(pipeline=spec.name, name=s.name, description=s.description,
                 software=s.software, group_by=tuple(s.group_by), depends_on=tuple(s.depends_on),

@@ -40,6 +40,7 @@ from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.output_tail import TailBounds
 from ccat_assets.paths import join_inside, link_or_copy
 from ccat_assets.queued_rows import drop_placeholders, failures, lock_step, take_placeholder
+from ccat_assets.run_consumed import consumed
 from ccat_assets.run_progress import StagingProgress, collected_line, failure_tail
 from ccat_assets.staging_types import StagerFactory
 from ccat_assets.storage_lifecycle import freed_products
@@ -111,6 +112,10 @@ class RunOutcome:
     reused: bool = False
     #: The Dagster run that recorded the ops-db run (differs from the current one if reused).
     dagster_run_id: str | None = None
+    #: The first raw packages and upstream products it consumed (``run_consumed``).
+    raw_packages: list[dict[str, Any]] = field(default_factory=list)
+    upstream: list[dict[str, Any]] = field(default_factory=list)
+    n_upstream: int = 0
 
 
 def job_name(pipeline: str, step: str, run_id: int, run_dir: str | Path) -> str:
@@ -576,10 +581,12 @@ def reused_outcome(services: ExecutionServices, run_id: int) -> RunOutcome:
 def _outcome(run: ExecutedReductionStep, products: list, warnings: list[str],
              reattached: bool) -> RunOutcome:
     version = run.software_version
+    inputs = consumed(object_session(run), run.id)
     return RunOutcome(
         run_id=run.id, status=RunStatus(run.status), fingerprint=run.input_fingerprint,
         sub_group_key=run.sub_group_key, dimensions=dict(run.sub_group_values or {}),
-        n_raw_packages=_count_raw(run),
+        n_raw_packages=inputs.raw_total, raw_packages=inputs.raw_packages,
+        upstream=inputs.upstream, n_upstream=inputs.upstream_total,
         software={"name": version.software.name, "version": version.version,
                   "image": version.image_ref, "digest": version.digest},
         run_dir=run.run_dir or "", job_id=run.hpc_job_id, reattached=reattached,
@@ -590,11 +597,3 @@ def _outcome(run: ExecutedReductionStep, products: list, warnings: list[str],
                  "peak_memory_gb": run.peak_memory_gb, "exit_code": run.exit_code},
         warnings=warnings, dagster_run_id=run.dagster_run_id,
     )
-
-
-def _count_raw(run: ExecutedReductionStep) -> int:
-    session = object_session(run)
-    return session.scalar(
-        sa.select(sa.func.count()).select_from(run_input_raw_data_package)
-        .where(run_input_raw_data_package.c.executed_reduction_step_id == run.id)) or 0
-

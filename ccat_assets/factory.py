@@ -14,7 +14,8 @@ import dagster as dg
 
 from ccat_assets.catalog import PipelineDef, StepDef
 from ccat_assets.checks import build_step_checks
-from ccat_assets.execute import RunFailed, RunOutcome, execute_partition
+from ccat_assets.execute import RunFailed, execute_partition
+from ccat_assets.materialization import materialize_result
 from ccat_assets.run_failure import run_failure
 from ccat_assets.run_start import forced, require_partitions, retry_chain, trigger_reason
 from ccat_assets.settings import get_settings
@@ -45,6 +46,11 @@ def build_raw_data_asset(grouping: str) -> dg.AssetSpec:
         ),
         kinds={"ops-db"},
     )
+
+
+def parent_keys(pipeline: PipelineDef, step: StepDef) -> list[dg.AssetKey]:
+    """The assets a step's asset depends on: its upstream steps, else the raw data."""
+    return [d.asset_key for d in _deps(pipeline, step)]
 
 
 def _deps(pipeline: PipelineDef, step: StepDef) -> list[dg.AssetDep]:
@@ -94,6 +100,9 @@ def build_step_asset(pipeline: PipelineDef, step: StepDef) -> dg.AssetsDefinitio
         kinds=step_kinds(),
         tags={"ccat/final": str(step.is_final).lower()},
         metadata={"ccat/software": step.software, "ccat/grain": step.grain},
+        # What the fingerprint covers of the step itself, so the UI's "unsynced" marks the
+        # partitions gap evaluation reprocesses after a config or version change.
+        code_version=step.code_version,
         op_tags=tags,
     )
     def _step_asset(context: dg.AssetExecutionContext, execution: ExecutionResource):
@@ -113,58 +122,6 @@ def build_step_asset(pipeline: PipelineDef, step: StepDef) -> dg.AssetsDefinitio
         return materialize_result(outcome)
 
     return _step_asset
-
-
-def materialize_result(outcome: RunOutcome) -> dg.MaterializeResult:
-    """The metadata a person reads on the asset's materialization page."""
-    by_type: dict[str, int] = {}
-    for p in outcome.products:
-        by_type[p["type"]] = by_type.get(p["type"], 0) + 1
-    table = dg.MetadataValue.table(
-        records=[
-            dg.TableRecord({"path": p["path"], "type": p["type"], "size_bytes": p["size_bytes"],
-                            "checksum": p["checksum"]})
-            for p in outcome.products
-        ],
-        schema=dg.TableSchema(columns=[
-            dg.TableColumn("path", "string"), dg.TableColumn("type", "string"),
-            dg.TableColumn("size_bytes", "int"), dg.TableColumn("checksum", "string"),
-        ]),
-    )
-    metadata: dict[str, object] = {
-        "sub_group": outcome.sub_group_key,
-        "dimensions": dg.MetadataValue.json(outcome.dimensions),
-        "raw_packages": dg.MetadataValue.int(outcome.n_raw_packages),
-        "products": table,
-        "products_by_type": dg.MetadataValue.json(by_type),
-        "total_bytes": dg.MetadataValue.int(sum(p["size_bytes"] for p in outcome.products)),
-        "software": f"{outcome.software['name']} {outcome.software['version']}",
-        "image": outcome.software["image"],
-        "image_digest": outcome.software["digest"] or "",
-        "ops-db run id": dg.MetadataValue.int(outcome.run_id),
-        "ops-db product ids": dg.MetadataValue.json([p["id"] for p in outcome.products]),
-        "run_dir": dg.MetadataValue.path(outcome.run_dir),
-        "backend": outcome.backend,
-        "job_id": outcome.job_id or "",
-        "container_runtime": outcome.runtime,
-        "reattached": outcome.reattached,
-        "input_fingerprint": outcome.fingerprint,
-        "dagster_run_id": outcome.dagster_run_id or "",
-    }
-    if outcome.reused:
-        metadata["reused_run"] = dg.MetadataValue.md(
-            f"Nothing ran: ops-db run {outcome.run_id} (Dagster run "
-            f"`{outcome.dagster_run_id or '-'}`) already COMPLETED these exact inputs. "
-            "Launch with the tag `ccat/force=true` to run it again.")
-    for name, value in outcome.metrics.items():
-        if isinstance(value, int) and not isinstance(value, bool):
-            metadata[name] = dg.MetadataValue.int(value)  # an exit code is no measurement
-        elif value is not None:
-            metadata[name] = dg.MetadataValue.float(float(value))
-    if outcome.warnings:
-        metadata["warnings"] = dg.MetadataValue.md(
-            "\n".join(f"- {w}" for w in outcome.warnings))
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(outcome.fingerprint))
 
 
 def grain_job_name(pipeline: PipelineDef, step: StepDef) -> str:

@@ -72,3 +72,21 @@ def is_current(stored: str, used_version: str, *, policy: VersionPolicy | str, v
     current inputs' and config's (``fingerprint_with`` hashes them with a version token)."""
     return accepts(policy, version, used_version) and same_inputs(
         stored, used_version, fingerprint_with)
+
+
+def step_code_version(config_hash: str, policy: VersionPolicy | str,
+                      version: str | None) -> str | None:
+    """The code version of a step's Dagster asset: what of the step itself its fingerprint
+    covers, the version token under the step's policy of now and the config hash.
+
+    A materialization records the code version of its definition, and Dagster marks a
+    partition unsynced when the two differ. Under one policy, two such strings are equal
+    exactly when gap evaluation would accept the run's config and version (:func:`accepts`),
+    so the UI marks what ``ccat-wm gaps`` reprocesses for those two components. Across a
+    switch of policy no static string can: see docs/automation.md. None without a version to
+    run (the step waits with ``no_version``; Dagster then judges no code version).
+    """
+    if version is None:
+        return None
+    digest = config_hash.split(":", 1)[-1][:16]
+    return f"{version_token(policy, version)} config:{digest}"

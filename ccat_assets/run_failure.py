@@ -29,7 +29,8 @@ def failure_text(what: str, exc: RunFailed) -> str:
 
 
 def failure_metadata(exc: RunFailed) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"ops-db run id": exc.run_id, "status": exc.status.value,
+    metadata: dict[str, Any] = {"ops-db run id": dg.MetadataValue.int(exc.run_id),
+                                "status": exc.status.value,
                                 "reason": exc.reason}
     if exc.job_id:
         metadata["job_id"] = exc.job_id
@@ -59,7 +60,7 @@ def batch_failure(n_members: int, failed: Sequence[MemberResult]) -> dg.Failure:
     codes = {m.key: m.failure.exit_code for m in failed
              if m.failure is not None and m.failure.exit_code is not None}
     if codes:
-        metadata["exit codes"] = dg.MetadataValue.json(codes)
+        metadata["exit_codes"] = dg.MetadataValue.json(codes)
     tails = {m.key: m.failure.log_tail for m in failed
              if m.failure is not None and m.failure.log_tail}
     if tails:

@@ -27,7 +27,10 @@ query {
                      repositoryLocationName: "ccat_assets.definitions"}) {
     assetKey { path }
     partitionKeysByDimension { partitionKeys }
-    assetMaterializations(limit: 100) { partition }
+    assetMaterializations(limit: 100) {
+      partition
+      metadataEntries { label ... on MarkdownMetadataEntry { mdStr } }
+    }
   }
 }
 """
@@ -111,3 +114,11 @@ def test_demo_runs_end_to_end_and_the_webserver_shows_it(tmp_path: Path) -> None
     assert materialized <= set(calibrate["partitionKeysByDimension"][0]["partitionKeys"])
     grid = {m["partition"] for m in nodes["ccat/chai_standing/grid"]["assetMaterializations"]}
     assert grid == {"source=NGC253__line=CO43", "source=ORION__line=CO43"}
+    # what a person reads: the consumed inputs (batch members too) and the map's quicklook
+    labels = {e["label"] for e in calibrate["assetMaterializations"][0]["metadataEntries"]}
+    assert {"raw_inputs", "exit_code", "input_fingerprint"} <= labels
+    for m in nodes["ccat/chai_standing/grid"]["assetMaterializations"]:
+        entries = {e["label"]: e for e in m["metadataEntries"]}
+        assert {"raw_inputs", "upstream_inputs"} <= set(entries)
+        [preview] = [e["mdStr"] for label, e in entries.items() if label.startswith("quicklook ")]
+        assert preview.startswith("![") and "](data:image/png;base64," in preview

@@ -206,10 +206,10 @@ def test_an_unreadable_row_leaves_the_others_loading(
                   str(write_spec(tmp_path / "two.yaml", two_pipelines(tmp_path)))).exit_code == 0
     real = catalog_module._pipeline_def
 
-    def fragile(row: Pipeline, locations: dict[int, str]) -> PipelineDef:
+    def fragile(row: Pipeline, locations: dict[int, str], latest: dict[int, str]) -> PipelineDef:
         if row.name == "chai_cron":
             raise KeyError("depends on a step that is not in the pipeline")
-        return real(row, locations)
+        return real(row, locations, latest)
 
     monkeypatch.setattr(catalog_module, "_pipeline_def", fragile)
     keys = asset_keys(load_definitions())

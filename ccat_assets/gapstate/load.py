@@ -129,12 +129,12 @@ def load_definition(session: Session, name: str) -> PipelineDefinition:
     )
     if pipeline is None:
         raise _unknown(session, name)
-    latest = _latest_versions(session, {s.reduction_software_id for s in pipeline.steps})
+    latest = latest_versions(session, {s.reduction_software_id for s in pipeline.steps})
     order = topological_order({s.name: [d.name for d in s.depends_on] for s in pipeline.steps})
     by_name = {s.name: s for s in pipeline.steps}
     steps = []
     for step in (by_name[n] for n in order):
-        version, problem = _version(step, latest)
+        version, problem = version_to_run(step, latest)
         steps.append(StepDefinition(
             id=step.id, name=step.name, group_by=tuple(step.group_by or ()),
             depends_on=tuple(d.name for d in step.depends_on),
@@ -189,7 +189,8 @@ def load_pipeline_state(session: Session, name: str) -> PipelineState:
                     load_step_runs(session, definition))
 
 
-def _latest_versions(session: Session, software_ids: set[int]) -> dict[int, str]:
+def latest_versions(session: Session, software_ids: set[int]) -> dict[int, str]:
+    """The latest version of each software (id -> version), in one query."""
     rows = session.execute(
         sa.select(ReductionSoftwareVersion.reduction_software_id, ReductionSoftwareVersion.version)
         .where(ReductionSoftwareVersion.reduction_software_id.in_(sorted(software_ids)),
@@ -197,7 +198,8 @@ def _latest_versions(session: Session, software_ids: set[int]) -> dict[int, str]
     return {software_id: version for software_id, version in rows}
 
 
-def _version(step: ReductionStep, latest: dict[int, str]) -> tuple[str | None, str | None]:
+def version_to_run(step: ReductionStep,
+                   latest: dict[int, str]) -> tuple[str | None, str | None]:
     """The version a run would use now (``inputs.select_version``), or why there is none."""
     policy = VersionPolicy(step.version_policy)
     if policy == VersionPolicy.EXACT:

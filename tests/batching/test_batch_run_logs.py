@@ -67,6 +67,6 @@ def test_a_batch_logs_each_members_output_and_progress(ccat_env: Path, tmp_path:
     assert f"{KEYS[1]}: exit code 3\nlast 4 lines of stderr:\n" in failure.description
     assert json.loads(json.dumps(failure.metadata["last lines"].value)) == {
         KEYS[1]: [f"chatty error {i} ({KEYS[1]})" for i in range(4)]}
-    assert failure.metadata["exit codes"].value == {KEYS[1]: 3}
+    assert failure.metadata["exit_codes"].value == {KEYS[1]: 3}
     # the member's own failed-materialization line says the same
     assert any(m.startswith(f"calibrate/{KEYS[1]}: exit code 3\nlast 4 lines") for m in messages)

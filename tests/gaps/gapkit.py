@@ -10,6 +10,13 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 from click.testing import CliRunner
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+from dagster._core.definitions.data_version import (
+    CachingStaleStatusResolver,
+    StaleCauseCategory,
+    StaleStatus,
+)
+from dagster._time import get_current_datetime
 
 from ccat_assets.cli import cli
 from ccat_assets.grouping import subgroup_key
@@ -139,3 +146,25 @@ def add_run(step: str, key: str, status: Any, **fields: Any) -> int:
         session.add(run)
         session.flush()
         return run.id
+
+
+#: A stale cause as (category, reason, the upstream partition it names).
+Cause = tuple[StaleCauseCategory, str, str | None]
+CODE_CAUSE: Cause = (StaleCauseCategory.CODE, "has a new code version", None)
+
+
+def staleness(defs: dg.Definitions, instance: dg.DagsterInstance,
+              partitions: Sequence[tuple[dg.AssetKey, str]],
+              ) -> dict[tuple[dg.AssetKey, str], tuple[StaleStatus, set[Cause]]]:
+    """Each partition's stale status and causes, as the UI computes them for ``defs``
+    (Dagster's own resolver; its public face is the asset page's "unsynced")."""
+    graph = defs.resolve_asset_graph()
+    view = AssetGraphView(
+        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+        instance=instance, asset_graph=graph)
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph,
+                                          loading_context=view)
+    return {(asset, key): (resolver.get_status(asset, key),
+                           {(c.category, c.reason, c.dependency_partition_key)
+                            for c in resolver.get_stale_causes(asset, key)})
+            for asset, key in partitions}

@@ -5,13 +5,30 @@ holding a line count and the input's checksum, a sidecar with a quality metric, 
 Parameters: ``fail`` (exit with that code), ``write_nothing``, ``partial`` (write then fail),
 ``fail_sub_group`` (exit 3 for that one sub-group only: a failing member of a batch),
 ``log_with_products`` (also write a log to ``$WORKFLOW_OUTPUT_DIR/logs/``, as the CHAI
-programs do).
+programs do), ``plots`` (file name -> side in pixels: a gradient PNG of that size in
+``$WORKFLOW_OUTPUT_DIR/plots/``, written with zlib alone as a program without Pillow would).
 """
 
 import json
 import os
+import struct
 import sys
+import zlib
 from pathlib import Path
+
+
+def gradient_png(side: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + bytes(v for x in range(side)
+                                     for v in (x * 255 // side, y * 255 // side, 128))
+                    for y in range(side))
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
 
 manifest = json.loads(Path(os.environ["WORKFLOW_MANIFEST"]).read_text())
 out = Path(os.environ["WORKFLOW_OUTPUT_DIR"])
@@ -34,6 +51,9 @@ for i, item in enumerate(inputs):
     sidecar = {"metadata": {"source_path": item["relative_path"]},
                "quality_metrics": {"n_bytes": len(data)}}
     Path(str(target) + ".meta.json").write_text(json.dumps(sidecar))
+for name, side in params.get("plots", {}).items():
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    (out / "plots" / name).write_bytes(gradient_png(int(side)))
 Path(manifest["logs_dir"], "program.log").write_text(f"processed {len(inputs)} inputs\n")
 if params.get("log_with_products"):
     (out / "logs").mkdir(parents=True, exist_ok=True)
