@@ -361,7 +361,9 @@ def key_figures(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                  figure(f"gap sensor first tick (daemon), {n}", r["gap_sensor_first_tick_s"],
                         "s"),
                  figure(f"gap sensor steady tick (daemon), {n}",
-                        r["gap_sensor_steady_tick_s"], "s")]
+                        r["gap_sensor_steady_tick_s"], "s"),
+                 figure(f"gap sensor ticks that failed (of {len(r['gap_sensor_ticks'])}), {n}",
+                        r["gap_sensor_failed_ticks"], "ticks")]
         for page, v in r["pages"].items():
             rows.append(figure(f"{page} page, all queries at once, {n}",
                                v["all_at_once_median_s"], "s"))

@@ -80,8 +80,9 @@ def document(operation: str) -> str:
 #: (Dagster 1.13's UI; queries every page sends whatever it shows, such as permissions and
 #: code-location status, are left out). ``{key}`` is the page's asset, ``{keys}`` every
 #: asset of the location, ``{near}`` the asset with its upstream and downstream neighbours
-#: (the lineage strip of the asset page), ``{partition}`` a partition of the asset: the
-#: ``partition`` page is the detail shown when one is picked on the Partitions tab.
+#: (the lineage strip of the asset page), ``{partition}`` a partition of the asset. The
+#: ``partition`` page is the operation behind the detail of a partition picked on the
+#: Partitions tab (taken from the bundle; that click was not replayed in the browser).
 PAGES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "catalog": [
         ("AssetRecordsQuery", {"limit": 1000}),
