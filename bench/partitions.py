@@ -10,7 +10,10 @@ PostgreSQL (the production ``deploy/dagster.postgres.yaml``), measures:
 - ``partitions_sync_s``: registering every sub-group as a partition, as ``ccat-wm partitions
   sync`` and the sensors do (only missing keys, at most 1,000 per request);
 - ``materialize_events_s``: writing one materialization for ``--materialized`` of the scans of
-  each per-scan step (batched; not a figure of the product, only set-up);
+  each per-scan step (batched; not a figure of the product, only set-up), and with
+  ``--retired N`` for N more scans whose keys are no partitions: the history a partition set
+  keeps in the event log once reduced scans are retired from it (the design in
+  ``docs/scale.md``);
 - the gap sensor on a real ``dagster-daemon``: duration of its ticks (the instance's tick
   records: the daemon's own path, through the code server's gRPC) and the peak memory of the
   daemon and of the code server that evaluates the sensor;
@@ -287,8 +290,15 @@ def time_pages(url: str, keys: list[str], repeats: int) -> dict[str, Any]:
     return pages
 
 
+def retired_keys(n: int) -> list[str]:
+    """Keys of scans reduced and retired from the partition set: their materializations stay
+    in the event log, their keys are not partitions. Deleting a dynamic partition removes only
+    its key row, so keys never registered stand for keys registered and deleted."""
+    return [f"executed_obs_unit=retired-{i:07d}" for i in range(n)]
+
+
 def run_size(base_url: str, n_scans: int, fraction: float, repeats: int, ticks: int,
-             timeout_s: float, reduced: bool) -> dict[str, Any]:
+             timeout_s: float, reduced: bool, retired: int = 0) -> dict[str, Any]:
     import dagster as dg
 
     state = (standing_state(base_url, n_scans, history=0, packages_per_scan=1) if reduced
@@ -314,9 +324,9 @@ def run_size(base_url: str, n_scans: int, fraction: float, repeats: int, ticks: 
             sync_s = time.perf_counter() - start
             log(f"[{n_scans} scans] {sum(added.values())} partitions in {sync_s:.1f} s")
             materialized = sorted(random.Random(0).sample(keys, round(fraction * n_scans)))
-            events_s = write_materializations(instance, materialized)
-            log(f"[{n_scans} scans] {len(materialized)} materializations per step in "
-                f"{events_s:.1f} s")
+            events_s = write_materializations(instance, materialized + retired_keys(retired))
+            log(f"[{n_scans} scans] {len(materialized)} materializations per step and "
+                f"{retired} of retired scans in {events_s:.1f} s")
             daemon = start_daemon(home, env)
             try:
                 with webserver(home, env) as (url, server):
@@ -335,6 +345,7 @@ def run_size(base_url: str, n_scans: int, fraction: float, repeats: int, ticks: 
     failed = [t for t in tick_list if t["status"] == "FAILURE"]
     return {
         "scans": n_scans, "ops_db_state": "reduced" if reduced else "waiting",
+        "retired_scans_materialized": retired,
         "completed_runs": runs, "partitions_added": added,
         "partitions_sync_s": round(sync_s, 2),
         "materialized_per_step": len(materialized), "materialize_events_s": round(events_s, 1),
@@ -401,12 +412,16 @@ def main() -> None:
     parser.add_argument("--reduced", action="store_true",
                         help="every pair reduced in the ops-db (slow to generate) instead of "
                              "every pair waiting in a long cooldown")
+    parser.add_argument("--retired", type=int, default=0,
+                        help="also materialize this many scans per step whose keys are not "
+                             "partitions (reduced and retired from the partition set)")
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds to wait for the ticks and for the webserver")
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)
     results = [run_size(args.database, int(n), args.materialized, args.repeats, args.ticks,
-                        args.timeout, args.reduced) for n in args.scans.split(",")]
+                        args.timeout, args.reduced, args.retired)
+               for n in args.scans.split(",")]
     print(json.dumps({
         "benchmark": "partitions", "database": "postgresql", "dagster_storage": "postgres",
         "materialized_fraction": args.materialized, "machine": describe(),
