@@ -60,10 +60,13 @@ ui: $(STAMP)
 # Benchmarks print JSON; PostgreSQL ones use CCAT_TEST_DATABASE_URL (default: the local server).
 # Each writes bench/results/<name>.json (kept as it was if the benchmark fails), then
 # bench/report.py writes bench/results/REPORT.md. `make bench BENCHES=overhead` runs a subset.
-BENCHES ?= grouping gap_sensor collect check overhead definitions_load poll_logs
+# inflight needs the loopback SLURM cluster and sshd (`make services`). partitions (100k and
+# 400k scans, about half an hour) is run on its own: `make bench BENCHES=partitions`.
+BENCHES ?= grouping gap_sensor collect check overhead definitions_load poll_logs inflight
 bench: export CCAT_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 bench: $(STAMP)
 	mkdir -p bench/results
+	. scripts/services/env.sh 2>/dev/null || true; \
 	for b in $(BENCHES); do \
 	  PYTHONPATH=$(CURDIR) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/$$b.py \
 	    > bench/results/$$b.json.partial || exit 1; \

@@ -116,8 +116,9 @@ def _insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> No
         session.execute(sa.insert(table), rows[i:i + CHUNK])
 
 
-def add_observations(session: Session, first_scan: int, n_scans: int, stamp: dt.datetime) -> None:
-    """``n_scans`` scans of PACKAGES_PER_SCAN archived packages each, Core bulk inserts."""
+def add_observations(session: Session, first_scan: int, n_scans: int, stamp: dt.datetime,
+                     packages_per_scan: int = PACKAGES_PER_SCAN) -> None:
+    """``n_scans`` scans of ``packages_per_scan`` archived packages each, Core bulk inserts."""
     module = session.scalar(sa.select(InstrumentModule.id).filter_by(name="CHAI"))
     if session.scalar(sa.select(sa.func.count()).select_from(ObsUnit)) == 0:
         session.execute(sa.insert(ObservingProgram), [{"name": "BENCH"}])
@@ -135,14 +136,16 @@ def add_observations(session: Session, first_scan: int, n_scans: int, stamp: dt.
               "start_time": T0 + dt.timedelta(minutes=first_scan + i), "status": "success",
               "metadata": {}} for i in range(n_scans)]
     _insert(session, ExecutedObsUnit.__table__, scans)
-    ids = dict(session.execute(sa.select(ExecutedObsUnit.name, ExecutedObsUnit.id).where(
-        ExecutedObsUnit.name.in_([s["name"] for s in scans]))).all())
+    ids: dict[str, int] = {}
+    for i in range(0, len(scans), CHUNK):  # a statement takes at most 65,535 parameters
+        ids.update(session.execute(sa.select(ExecutedObsUnit.name, ExecutedObsUnit.id).where(
+            ExecutedObsUnit.name.in_([s["name"] for s in scans[i:i + CHUNK]]))).all())
     _insert(session, RawDataPackage.__table__, [
         {"name": f"{scan['name']}-{p}", "executed_obs_unit_id": ids[scan["name"]],
          "instrument_module_id": module, "state": PackageState.ARCHIVED,
          "checksum": f"sha256:{uuid.uuid4().hex}", "size_bytes": 1, "metadata": {},
          "relative_path": f"raw/{scan['name']}/{p}", "created_at": stamp, "updated_at": stamp}
-        for scan in scans for p in range(PACKAGES_PER_SCAN)])
+        for scan in scans for p in range(packages_per_scan)])
 
 
 def complete_everything(session: Session, history: int) -> int:
@@ -229,20 +232,22 @@ def timed_tick(defs: dg.Definitions, instance: dg.DagsterInstance,
 
 
 @contextmanager
-def standing_state(base_url: str, n_scans: int, history: int) -> Iterator[int]:
+def standing_state(base_url: str, n_scans: int, history: int,
+                   packages_per_scan: int = PACKAGES_PER_SCAN) -> Iterator[int]:
     """A scratch ops-db schema (and settings pointing at it) holding the standing pipeline up
     to date over ``n_scans`` scans, with ``history`` older completed runs per pair; yields the
-    number of completed runs."""
+    number of completed runs. Fewer packages per scan make hundreds of thousands of scans
+    affordable to generate where only the number of sub-groups matters."""
     with postgres_schema(base_url) as url, tempfile.TemporaryDirectory() as tmp:
         os.environ.update({"CCAT_OPS_DB_URL": url, "CCAT_WORKFLOW_MANAGER_HOME": tmp,
                            "CCAT_WORKFLOW_MANAGER_PROCESSING_LOCATION_ID": "bench-processing"})
         get_settings.cache_clear()
         dispose_engines()
         upgrade(url)
-        log(f"[{n_scans} scans] generating {n_scans * PACKAGES_PER_SCAN} packages")
+        log(f"[{n_scans} scans] generating {n_scans * packages_per_scan} packages")
         with session_scope() as session:
             apply_pipeline(session, Path(tmp))
-            add_observations(session, 0, n_scans, T0)
+            add_observations(session, 0, n_scans, T0, packages_per_scan)
         with session_scope() as session:
             runs = complete_everything(session, history)
         log(f"[{n_scans} scans] wrote {runs} completed runs and {2 * runs} products")

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     slurm_key_passphrase: SecretStr | None = None
     slurm_remote_jobs_dir: str = Field(
         default="", description="Batch scripts on the login node; empty: beside each job's log.")
+    slurm_extra_sbatch_args: str = Field(
+        default="", description="More sbatch options for every job, split like a shell "
+                                "would (e.g. '--qos=long --reservation=ccat').")
     staging_ssh_user: str = ""
     staging_ssh_key_path: Path | None = None
     staging_ssh_known_hosts: Path | None = None

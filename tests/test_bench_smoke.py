@@ -33,7 +33,12 @@ TINY: dict[str, list[str]] = {
     "poll_logs": ["--jobs", "10", "--rounds", "1", "--floods", "1"],
     "overhead": ["--n", "4", "--batch-size", "2", "--sleep", "0.01", "--parallel", "2",
                  "--timeout", "240"],
+    "partitions": ["--scans", "20", "--ticks", "2", "--repeats", "1", "--timeout", "300"],
+    "inflight": ["--runs", "1", "--batch-sizes", "2", "--timeout", "300"],
 }
+
+#: Benchmarks that also need the loopback SLURM cluster and sshd.
+NEEDS_SLURM = {"inflight"}
 
 
 def benchmarks() -> list[str]:
@@ -74,6 +79,11 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_benchmark_runs_at_tiny_size(name: str, results_dir: Path, tmp_path: Path) -> None:
     require_service(_postgres_reachable(), f"PostgreSQL at CCAT_TEST_DATABASE_URL={PG_URL!r}")
+    if name in NEEDS_SLURM:
+        from tests.execution.conftest import _reachable, slurm_target_from_env
+
+        require_service(_reachable(slurm_target_from_env()),
+                        "SLURM over SSH (bash scripts/services/up.sh; . scripts/services/env.sh)")
     done = run_bench(name, TINY[name], tmp_path)
     assert done.returncode == 0, f"{name} failed:\n{done.stderr[-4000:]}"
     data = json.loads(done.stdout)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -95,9 +96,10 @@ class SlurmBackend:
             passphrase=_secret(getattr(settings, "slurm_key_passphrase", None)),
         )
         remote = getattr(settings, "slurm_remote_jobs_dir", None)
+        extra = shlex.split(getattr(settings, "slurm_extra_sbatch_args", "") or "")
         return cls(shared_connection(target), partition=settings.slurm_partition,
                    account=settings.slurm_account,
-                   remote_jobs_dir=str(remote) if remote else None)
+                   remote_jobs_dir=str(remote) if remote else None, extra_sbatch_args=extra)
 
     # -- submission -------------------------------------------------------------------------
     def script_path(self, spec: JobSpec) -> str:

@@ -172,3 +172,19 @@ def test_ssh_target_never_shows_its_secrets() -> None:
     assert SSHTarget.parse("login", default_user="x", default_port=22).label == "x@login:22"
     with pytest.raises(ValueError, match="host"):
         SSHTarget.parse("bob@login:ssh", default_user="x")
+
+
+def test_extra_sbatch_args_from_settings_reach_every_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site's own sbatch options (a QOS, a reservation; the jobs-in-flight benchmark holds
+    its jobs with ``--hold``) are split as a shell would and checked like partition and
+    account."""
+    from ccat_assets.settings import Settings
+
+    monkeypatch.setenv("CCAT_WORKFLOW_MANAGER_SLURM_EXTRA_SBATCH_ARGS",
+                       "--qos=long --comment='ccat standing'")
+    backend = SlurmBackend.from_settings(Settings())
+    assert backend.extra_sbatch_args == ["--qos=long", "--comment=ccat standing"]
+    argv = sbatch_argv(_spec(), "/tmp/job.sbatch", extra=backend.extra_sbatch_args)
+    assert argv[-3:] == ["--qos=long", "--comment=ccat standing", "/tmp/job.sbatch"]
+    with pytest.raises(ScriptError):
+        sbatch_argv(_spec(), "/tmp/job.sbatch", extra=["--comment=a\nb"])
