@@ -25,12 +25,12 @@ from ccat_assets.execute import (
     Reused,
     RunFailed,
     RunOutcome,
-    claim_run,
+    claim_runs,
     fail_run,
     finish_run,
     record_submission,
     reused_outcome,
-    stage_run,
+    stage_runs,
     wait_jobs,
 )
 from ccat_assets.jobs import JobSpec, submit_array
@@ -120,16 +120,19 @@ def _claim_all(services: ExecutionServices, pipeline_name: str, step_name: str,
                keys: list[str], results: dict[str, MemberResult],
                dagster_run_id: str | None, trigger_reason: str | None,
                own_run_ids: Collection[str]) -> dict[str, Claimed]:
-    """Claim each member (or note it completed, or why it cannot run)."""
+    """Claim every member in one transaction (or note it completed, or why it cannot run)."""
     claimed: dict[str, Claimed] = {}
+    try:
+        members = claim_runs(services, pipeline_name=pipeline_name, step_name=step_name,
+                             sub_group_keys=keys, dagster_run_id=dagster_run_id,
+                             trigger_reason=trigger_reason, skip_completed=True,
+                             own_run_ids=own_run_ids)
+    except Exception as exc:  # the step itself cannot be planned: every member says why
+        members = {key: exc for key in keys}
     for key in keys:
-        try:
-            member = claim_run(services, pipeline_name=pipeline_name, step_name=step_name,
-                               sub_group_key=key, dagster_run_id=dagster_run_id,
-                               trigger_reason=trigger_reason, skip_completed=True,
-                               own_run_ids=own_run_ids)
-        except Exception as exc:  # e.g. upstream incomplete: this member only
-            results[key].error = str(exc)
+        member = members[key]
+        if isinstance(member, Exception):  # e.g. upstream incomplete: this member only
+            results[key].error = str(member)
             continue
         if isinstance(member, Busy):
             results[key].error = (f"ops-db run {member.run_id} of Dagster run "
@@ -148,15 +151,20 @@ def _claim_all(services: ExecutionServices, pipeline_name: str, step_name: str,
 
 def _stage(services: ExecutionServices, claimed: dict[str, Claimed],
            results: dict[str, MemberResult], dagster_run_id: str | None) -> dict[str, JobSpec]:
-    """Stage every claimed member not yet submitted; a staging failure fails that member."""
+    """Stage every claimed member not yet submitted, together; a staging failure fails
+    that member."""
+    todo = {member.run_id: key for key, member in claimed.items() if member.job_id is None}
+    if not todo:
+        return {}
+    staged = stage_runs(services, {run_id: claimed[key].layout for run_id, key in todo.items()},
+                        dagster_run_id)
     specs: dict[str, JobSpec] = {}
-    for key, member in claimed.items():
-        if member.job_id is not None:
-            continue
-        try:
-            specs[key] = stage_run(services, member.run_id, member.layout, dagster_run_id)
-        except RunFailed as exc:
-            results[key].error = exc.reason
+    for run_id, key in todo.items():
+        result = staged[run_id]
+        if isinstance(result, RunFailed):
+            results[key].error = result.reason
+        else:
+            specs[key] = result
     return specs
 
 
