@@ -104,16 +104,23 @@ def iter_batch(
     yield from (results[key] for key in claimed if results[key].failed)
     jobs = {m.job_id: key for key, m in claimed.items()
             if m.job_id is not None and results[key].error is None}
+    completed: list[str] = []
     for status in wait_jobs(services, {job_id: claimed[key].run_id
                                        for job_id, key in jobs.items()}):
         key = jobs[status.job_id]
         member = claimed[key]
         try:
-            results[key].outcome = finish_run(services, member.run_id, member.layout, status,
-                                              member.reattached)
+            results[key].outcome = finish_run(
+                services, member.run_id, member.layout, status, member.reattached,
+                is_final=member.is_final, processing_location_id=member.processing_location_id)
+            completed.append(f"run {member.run_id}: COMPLETED with "
+                             f"{len(results[key].outcome.products)} products")
         except RunFailed as exc:
             results[key].error = exc.reason
         yield results[key]
+    # one log event for the batch: each member's own materialization already says it
+    if completed:
+        services.log("\n".join(completed))
 
 
 def _claim_all(services: ExecutionServices, pipeline_name: str, step_name: str,

@@ -119,6 +119,10 @@ class Claimed:
     reattached: bool
     layout: RunLayout
     fingerprint: str
+    #: What collection needs to know of the step, planned with the claim so that a batch
+    #: does not look it up again for every member (None: look it up).
+    is_final: bool | None = None
+    processing_location_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,9 @@ def _claim_member(
         return taken
     run, reattached = taken
     return Claimed(run.id, run.hpc_job_id, RunStatus(run.status), reattached,
-                   layout_for(services.base_dir, inputs, run.id), inputs.fingerprint)
+                   layout_for(services.base_dir, inputs, run.id), inputs.fingerprint,
+                   is_final=inputs.is_final,
+                   processing_location_id=inputs.pipeline.processing_location_id)
 
 
 def _claim_line(step_name: str, key: str, inputs: RunInputs,
@@ -276,7 +282,11 @@ def execute_partition(
                             f"submission failed: {exc}") from exc
         record_submission(services, {claimed.run_id: job_id})
     final = _wait(services, claimed.run_id, job_id)
-    return finish_run(services, claimed.run_id, claimed.layout, final, claimed.reattached)
+    outcome = finish_run(services, claimed.run_id, claimed.layout, final, claimed.reattached,
+                         is_final=claimed.is_final,
+                         processing_location_id=claimed.processing_location_id)
+    services.log(f"run {claimed.run_id}: COMPLETED with {len(outcome.products)} products")
+    return outcome
 
 
 def _wait_until_ended(services: ExecutionServices, run_id: int) -> None:
@@ -609,8 +619,12 @@ def _shown(jobs: Mapping[str, int]) -> str:
 
 
 def finish_run(
-    services: ExecutionServices, run_id: int, layout: RunLayout, job: JobStatus, reattached: bool
+    services: ExecutionServices, run_id: int, layout: RunLayout, job: JobStatus, reattached: bool,
+    *, is_final: bool | None = None, processing_location_id: int | None = None,
 ) -> RunOutcome:
+    """Record the job's end and collect its outputs (COMPLETED), or keep its logs and fail
+    it (:class:`RunFailed`). ``is_final`` and ``processing_location_id`` are the step's, if
+    the caller knows them (a batch does, for all its members); else they are looked up."""
     succeeded = job.state == "completed"
     warnings: list[str] = []
     with services.sessions.begin() as session:
@@ -626,37 +640,45 @@ def finish_run(
         if job.state == "cancelled":  # our own cancellations settle the row before this
             reason = (f"{services.backend.name} job {job.job_id} was cancelled outside the "
                       f"run ({reason})")
-        _collect_logs(services, run_id, layout)
+        _collect_logs(services, run_id, layout, is_final, processing_location_id)
         status = RunStatus.CANCELLED if job.state == "cancelled" else RunStatus.FAILED
         fail_run(services, run_id, reason, status)
         raise RunFailed(run_id, status, reason)
     try:
         with services.sessions.begin() as session:
             run = session.get(ExecutedReductionStep, run_id)
-            result = collect_run(session, run, layout, is_final=is_final_step(session, run.step),
-                                 processing_location_id=run.step.pipeline.processing_location_id)
+            result = collect_run(
+                session, run, layout,
+                is_final=is_final_step(session, run.step) if is_final is None else is_final,
+                processing_location_id=(run.step.pipeline.processing_location_id
+                                        if processing_location_id is None
+                                        else processing_location_id))
             warnings = result.warnings
             if RunStatus(run.status) != RunStatus.COMPLETED:
                 transition(run, RunStatus.COMPLETED)
             outcome = _outcome(run, result.products, warnings, reattached)
     except (CollectionError, OSError) as exc:  # OSError: an output unreadable while hashed
-        _collect_logs(services, run_id, layout)
+        _collect_logs(services, run_id, layout, is_final, processing_location_id)
         fail_run(services, run_id, f"collection failed: {exc}")
         raise RunFailed(run_id, RunStatus.FAILED, f"collection failed: {exc}") from exc
-    services.log(f"run {run_id}: COMPLETED with {len(outcome.products)} products")
     return outcome
 
 
-def _collect_logs(services: ExecutionServices, run_id: int, layout: RunLayout) -> None:
+def _collect_logs(services: ExecutionServices, run_id: int, layout: RunLayout,
+                  is_final: bool | None = None,
+                  processing_location_id: int | None = None) -> None:
     """Keep a failed run's logs as LOG products for diagnosis; never its partial outputs.
 
     The step's kind says where its ``$WORKFLOW_OUTPUT_DIR/logs`` is, so logs a program keeps
     next to its products are kept too."""
     with services.sessions.begin() as session:
         run = session.get(ExecutedReductionStep, run_id)
-        collect_run(session, run, layout, is_final=is_final_step(session, run.step),
+        collect_run(session, run, layout,
+                    is_final=is_final_step(session, run.step) if is_final is None else is_final,
                     logs_only=True,
-                    processing_location_id=run.step.pipeline.processing_location_id)
+                    processing_location_id=(run.step.pipeline.processing_location_id
+                                            if processing_location_id is None
+                                            else processing_location_id))
 
 
 def reused_outcome(services: ExecutionServices, run_id: int) -> RunOutcome:
