@@ -62,7 +62,8 @@ ui: $(STAMP)
 # bench/report.py writes bench/results/REPORT.md. `make bench BENCHES=overhead` runs a subset.
 # inflight needs the loopback SLURM cluster and sshd (`make services`). partitions (100k and
 # 400k scans, about half an hour) is run on its own: `make bench BENCHES=partitions`.
-BENCHES ?= grouping gap_sensor collect check overhead definitions_load poll_logs inflight
+BENCHES ?= grouping gap_sensor collect check overhead batch_profile definitions_load poll_logs \
+	inflight
 bench: export CCAT_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 bench: $(STAMP)
 	mkdir -p bench/results

@@ -9,6 +9,7 @@ has registered them and stops when every sub-group has a COMPLETED run in the op
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
+from bench.cgroup_cpu import CpuGroup
 from bench.meter import Meter
 from bench.scratch_db import scratch_database, scratch_postgres_database
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
@@ -160,7 +162,8 @@ def wait_until_completed(s: Stack, n: int, daemon: subprocess.Popen[bytes], time
 
 
 def dagster_runs(s: Stack, pipeline: str, settle_s: float = 120) -> dict[str, Any]:
-    """The Dagster runs of ``pipeline`` by status, once none is still in progress."""
+    """The Dagster runs of ``pipeline`` by status, once none is still in progress, and when
+    the first one was created and started (epoch seconds)."""
     import dagster as dg  # after the measured phase: importing it costs a second and 70 MB
 
     saved = dict(os.environ)
@@ -174,10 +177,60 @@ def dagster_runs(s: Stack, pipeline: str, settle_s: float = 120) -> dict[str, An
                 if all(r.is_finished for r in runs) or time.monotonic() > deadline:
                     break
                 time.sleep(1)
+            first = instance.get_run_records(
+                filters=dg.RunsFilter(tags={"ccat/pipeline": pipeline}), limit=1,
+                order_by="create_timestamp", ascending=True)
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {"total": len(runs), "by_status": dict(sorted(statuses.items()))}
+    return {"total": len(runs), "by_status": dict(sorted(statuses.items())),
+            "first_created": first[0].create_timestamp.timestamp() if first else None,
+            "first_started": first[0].start_time if first else None}
+
+
+def first_job_times(s: Stack) -> dict[str, float | None]:
+    """When the first job was submitted and its first program started (epoch seconds), as
+    the local backend stamped them in its job folders (``array.json``/``job.json`` and
+    ``started.json``): the ops-db records a submission only once the backend answered, and
+    ``started_at`` when a poll first saw the job running."""
+    submitted, started = [], []
+    for name, key, into in (("array.json", "submitted", submitted),
+                            ("job.json", "submitted", submitted),
+                            ("started.json", "start", started)):
+        for path in (s.home / "jobs").rglob(name):
+            try:
+                into.append(float(json.loads(path.read_text())[key]))
+            except (OSError, ValueError, KeyError):
+                continue
+    return {"first_submitted": min(submitted, default=None),
+            "first_program_started": min(started, default=None)}
+
+
+#: The phases from the arrival of the data to its first program, in order, and what each is.
+LATENCY_PHASES = (
+    ("sensor", "first_created", "arrival registered -> first run requested: sensor interval, "
+                                "partition sync, gap evaluation, cooldown (0 here)"),
+    ("queue_and_launch", "first_started", "run requested -> run started: run queue, launch "
+                                          "through the code server, run worker start-up"),
+    ("claim_stage_submit", "first_submitted", "run started -> first job submitted: the run "
+                                              "worker claims, stages and submits"),
+    ("job_start", "first_program_started", "submitted -> first program started: the "
+                                           "backend's supervisor and slot"),
+)
+
+
+def latency_phases(arrival: float, times: dict[str, float | None]) -> dict[str, Any]:
+    """Seconds per phase from ``arrival`` to the first program start (None if unknown)."""
+    phases: dict[str, float | None] = {}
+    previous: float | None = arrival
+    for name, key, _ in LATENCY_PHASES:
+        now = times.get(key)
+        phases[name] = (round(now - previous, 2) if now is not None and previous is not None
+                        else None)
+        previous = now
+    end = times.get("first_program_started")
+    return {"total_s": round(end - arrival, 2) if end is not None else None,
+            "phases_s": phases}
 
 
 def ops_db_run_rows(engine: sa.Engine) -> dict[str, int]:
@@ -190,8 +243,10 @@ def ops_db_run_rows(engine: sa.Engine) -> dict[str, int]:
 
 
 def measure(s: Stack, *, pipeline: str, spec: Path, observations: Path, n: int,
-            timeout_s: float, keep_log: Path | None = None) -> dict[str, Any]:
-    """Apply, start the daemon, register the scans and time until all sub-groups completed."""
+            timeout_s: float, keep_log: Path | None = None,
+            group: CpuGroup | None = None) -> dict[str, Any]:
+    """Apply, start the daemon, register the scans and time until all sub-groups completed;
+    and how long the data waited for its first program, phase by phase."""
     run(str(BIN / "ccat-wm"), "apply", "--no-reload", str(spec), env=s.env, capture=True)
     started = time.monotonic()
     with running_daemon(s, f"{pipeline}__gap_sensor", 300, keep_log) as daemon:
@@ -199,11 +254,13 @@ def measure(s: Stack, *, pipeline: str, spec: Path, observations: Path, n: int,
         started = time.monotonic()
         run(str(BIN / "ccat-wm"), "ingest", str(observations), env=s.env, capture=True)
         ingest_s = time.monotonic() - started
-        with Meter() as meter:
+        arrival = time.time()
+        with Meter(group=group) as meter:
             wait_until_completed(s, n, daemon, timeout_s)
         runs = dagster_runs(s, pipeline)
     assert meter.result is not None
-    return meter.result.as_dict() | {
+    latency = latency_phases(arrival, runs | first_job_times(s))
+    return meter.result.as_dict() | {"first_batch_latency": latency} | {
         "dagster_runs": runs["total"], "dagster_runs_by_status": runs["by_status"],
         "ops_db_runs": ops_db_run_rows(s.opsdb), "ops_db": f"PostgreSQL {s.ops_db_version}",
         "daemon_ready_s": round(ready_s, 1), "ingest_s": round(ingest_s, 2),

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from bench.cgroup_cpu import CpuGroup
+
 #: The /proc/stat fields that are work, not waiting: user nice system idle iowait irq softirq
 #: steal (guest time is already inside user).
 _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
@@ -23,6 +25,9 @@ _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
 CPU_NOTE = ("machine-wide CPU seconds consumed during the phase (/proc/stat delta of user, "
             "nice, system, irq, softirq and steal over all CPUs): includes the daemon, run "
             "workers, job supervisors, the programs, PostgreSQL and anything else running")
+OWN_CPU_NOTE = ("CPU seconds of the processes the benchmark started (daemon, code server, run "
+                "workers, job supervisors, programs; bench/cgroup_cpu.py): not PostgreSQL's "
+                "server, nor anyone else's work; null where no cgroup could be made")
 MEMORY_NOTE = ("peak of MemTotal - MemAvailable (/proc/meminfo) sampled every {interval} s, "
                "minus its value at the start of the phase: memory the phase added, machine-wide")
 
@@ -50,9 +55,12 @@ class Measurement:
     peak_memory_mb: float
     #: 1-minute load averages at the start and the end: how quiet the machine was.
     load_average: tuple[float, float]
+    #: CPU of the benchmark's own processes (``bench/cgroup_cpu.py``), when measured.
+    own_cpu_s: float | None = None
 
-    def as_dict(self) -> dict[str, float | list[float]]:
+    def as_dict(self) -> dict[str, float | list[float] | None]:
         return {"wall_s": round(self.wall_s, 2), "cpu_s": round(self.cpu_s, 2),
+                "own_cpu_s": None if self.own_cpu_s is None else round(self.own_cpu_s, 2),
                 "peak_memory_mb": round(self.peak_memory_mb, 1),
                 "load_average_start_end": [round(x, 2) for x in self.load_average]}
 
@@ -60,8 +68,9 @@ class Measurement:
 class Meter:
     """``with Meter() as meter: ...`` then ``meter.result``; memory is sampled in a thread."""
 
-    def __init__(self, interval_s: float = 0.25):
+    def __init__(self, interval_s: float = 0.25, group: CpuGroup | None = None):
         self.interval_s = interval_s
+        self.group = group
         self.result: Measurement | None = None
         self._stop = threading.Event()
         self._peak = 0
@@ -75,6 +84,7 @@ class Meter:
         self._load = os.getloadavg()[0]
         self._baseline = self._peak = used_memory_bytes()
         self._cpu = busy_cpu_seconds()
+        self._own = self.group.cpu_s() if self.group is not None else None
         self._started = time.perf_counter()
         self._thread.start()
         return self
@@ -83,8 +93,10 @@ class Meter:
                  traceback: TracebackType | None) -> None:
         wall = time.perf_counter() - self._started
         cpu = busy_cpu_seconds() - self._cpu
+        own_now = self.group.cpu_s() if self.group is not None else None
+        own = None if own_now is None or self._own is None else own_now - self._own
         self._stop.set()
         self._thread.join()
         self._peak = max(self._peak, used_memory_bytes())
         self.result = Measurement(wall, cpu, (self._peak - self._baseline) / 2**20,
-                                  (self._load, os.getloadavg()[0]))
+                                  (self._load, os.getloadavg()[0]), own)

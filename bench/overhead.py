@@ -33,8 +33,9 @@ from typing import Any
 import yaml
 
 from bench import bare_runs, daemon_runs
+from bench.cgroup_cpu import CpuGroup
 from bench.machine import describe
-from bench.meter import CPU_NOTE, MEMORY_NOTE, Meter
+from bench.meter import CPU_NOTE, MEMORY_NOTE, OWN_CPU_NOTE, Meter
 from bench.targets import at_least, at_most, figure
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.settings import Settings
@@ -43,10 +44,12 @@ from tests.factories import write_observations
 PIPELINE, STEP = "bench_overhead", "reduce"
 LOCATION, SOFTWARE, IMAGE = "bench-processing", "bench-sleep", "ghcr.io/ccatobs/bench-sleep:1.0.0"
 PROGRAM = Path(__file__).resolve().parent / "programs" / "sleep_science.py"
-#: The scale issue's targets: batched runs within 1.5x of the bare program, 5x faster than
-#: one run per sub-group.
-MAX_BATCHED_OVER_BARE = 1.5
+#: The scale issues' targets: batched runs within 1.3x of the bare program (first 1.5x,
+#: tightened by the overhead issue), 5x faster than one run per sub-group, and at most
+#: 0.05 CPU seconds of orchestration per sub-group ((c - a) / n).
+MAX_BATCHED_OVER_BARE = 1.3
 MIN_BATCHING_SPEEDUP = 5.0
+MAX_ORCHESTRATION_CPU_PER_SUB_GROUP = 0.05
 
 
 def log(message: str) -> None:
@@ -85,12 +88,12 @@ def observations(folder: Path, n: int) -> Path:
     return write_observations(folder / "archive", scans(n), location="bench-archive")
 
 
-def bare(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+def bare(args: argparse.Namespace, folder: Path, group: CpuGroup) -> dict[str, Any]:
     """Mode a: the programs alone, given exactly what mode b would give them."""
     step = step_spec(1, args.sleep) | {"pipeline": PIPELINE, "image": IMAGE}
     keys = {scan: subgroup_key(["executed_obs_unit"], [scan]) for scan, _, _ in scans(args.n)}
     runs = bare_runs.prepare(folder / "runs", observations(folder, args.n), step, keys)
-    with Meter() as meter:
+    with Meter(group=group) as meter:
         bare_runs.run_all(runs, args.parallel)
     assert meter.result is not None
     return meter.result.as_dict() | {"dagster_runs": 0}
@@ -106,7 +109,8 @@ def settings(args: argparse.Namespace) -> dict[str, str]:
     return chosen
 
 
-def orchestrated(args: argparse.Namespace, folder: Path, mode: str) -> dict[str, Any]:
+def orchestrated(args: argparse.Namespace, folder: Path, mode: str,
+                 group: CpuGroup) -> dict[str, Any]:
     """Mode b or c on a fresh stack; only ``batch_size`` differs between them."""
     batch_size = 1 if mode == "b" else args.batch_size
     spec_path = folder / "pipeline.yaml"
@@ -116,7 +120,8 @@ def orchestrated(args: argparse.Namespace, folder: Path, mode: str) -> dict[str,
     with daemon_runs.stack(args.postgres_url, folder, settings(args), instance) as s:
         keep = Path(args.logs) / f"daemon-{mode}.log" if args.logs else None
         result = daemon_runs.measure(s, pipeline=PIPELINE, spec=spec_path, observations=manifest,
-                                     n=args.n, timeout_s=args.timeout, keep_log=keep)
+                                     n=args.n, timeout_s=args.timeout, keep_log=keep,
+                                     group=group)
     return result | {"batch_size": batch_size}
 
 
@@ -124,10 +129,14 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     log(f"mode {mode}: {args.n} sub-groups, parallel {args.parallel}")
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"bench-overhead-{mode}-", dir=args.workdir) as tmp:
-        result = bare(args, Path(tmp)) if mode == "a" else orchestrated(args, Path(tmp), mode)
-    log(f"mode {mode}: {result['wall_s']} s wall, {result['cpu_s']} s CPU")
-    return result | {"seconds_per_sub_group": round(result["wall_s"] / args.n, 3)}
+    with tempfile.TemporaryDirectory(prefix=f"bench-overhead-{mode}-", dir=args.workdir) as tmp, \
+            CpuGroup() as group:
+        result = (bare(args, Path(tmp), group) if mode == "a"
+                  else orchestrated(args, Path(tmp), mode, group))
+    log(f"mode {mode}: {result['wall_s']} s wall, {result['cpu_s']} s CPU machine-wide, "
+        f"{result['own_cpu_s']} s CPU of its own processes")
+    return result | {"seconds_per_sub_group": round(result["wall_s"] / args.n, 3),
+                     "sub_groups_per_s": round(args.n / result["wall_s"], 2)}
 
 
 def ratio(modes: dict[str, dict[str, Any]], top: str, bottom: str, key: str) -> float | None:
@@ -142,13 +151,36 @@ def ratios(modes: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None
             for key in ("wall_s", "cpu_s")}
 
 
-def targets(modes: dict[str, dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+def orchestration_cpu(modes: dict[str, dict[str, Any]], mode: str, key: str,
+                      n: int) -> float | None:
+    """CPU seconds per sub-group that ``mode`` spent beyond the bare loop: ``(mode - a) / n``
+    of ``key`` (``cpu_s`` machine-wide, ``own_cpu_s`` the benchmark's own processes)."""
+    if mode not in modes or "a" not in modes:
+        return None
+    top, bottom = modes[mode].get(key), modes["a"].get(key)
+    if top is None or bottom is None:
+        return None
+    return round((top - bottom) / n, 4)
+
+
+def cpu_basis(modes: dict[str, dict[str, Any]]) -> str:
+    """The CPU the per-sub-group target is judged on: the benchmark's own processes where
+    measured (other work on a shared machine does not count then), else machine-wide."""
+    own = [m.get("own_cpu_s") for m in modes.values()]
+    return "own_cpu_s" if own and all(v is not None for v in own) else "cpu_s"
+
+
+def targets(modes: dict[str, dict[str, Any]], batch_size: int, n: int
+            ) -> list[dict[str, Any]]:
     wall = ratios(modes)["wall_s"]
+    basis = cpu_basis(modes)
     return [
         at_most(f"wall time c/a (batch_size {batch_size})", wall["c/a"], MAX_BATCHED_OVER_BARE),
         at_least(f"wall time b/c: batch_size {batch_size} at least "
                  f"{MIN_BATCHING_SPEEDUP:g}x faster than one run per sub-group", wall["b/c"],
                  MIN_BATCHING_SPEEDUP),
+        at_most(f"orchestration CPU per sub-group, (c - a) / n, {basis} (s)",
+                orchestration_cpu(modes, "c", basis, n), MAX_ORCHESTRATION_CPU_PER_SUB_GROUP),
     ]
 
 
@@ -159,9 +191,19 @@ def figures(modes: dict[str, dict[str, Any]], n: int) -> list[dict[str, Any]]:
     for mode, result in modes.items():
         rows.append(figure(f"{mode}: {names[mode]}, wall ({n} sub-groups)", result["wall_s"], "s"))
         rows.append(figure(f"{mode}: CPU, machine-wide", result["cpu_s"], "s"))
+        rows.append(figure(f"{mode}: CPU of its own processes", result.get("own_cpu_s"), "s"))
+        rows.append(figure(f"{mode}: sub-groups per second", result["sub_groups_per_s"], "/s"))
         rows.append(figure(f"{mode}: peak memory above baseline", result["peak_memory_mb"], "MB"))
         if mode != "a":
             rows.append(figure(f"{mode}: Dagster runs", result["dagster_runs"]))
+            for key, what in (("cpu_s", "machine-wide"), ("own_cpu_s", "own processes")):
+                rows.append(figure(f"{mode}: orchestration CPU per sub-group, {what}",
+                                   orchestration_cpu(modes, mode, key, n), "s"))
+            latency = result.get("first_batch_latency") or {}
+            rows.append(figure(f"{mode}: arrival to first program start",
+                               latency.get("total_s"), "s"))
+            for phase, seconds in (latency.get("phases_s") or {}).items():
+                rows.append(figure(f"{mode}: first-batch latency, {phase}", seconds, "s"))
     for key, value in ratios(modes)["wall_s"].items():
         if value is not None:
             rows.append(figure(f"wall time {key}", value, "x"))
@@ -206,6 +248,12 @@ def report(args: argparse.Namespace, modes: dict[str, dict[str, Any]],
                       "registered, daemon already ticking) until every sub-group has a "
                       "COMPLETED run in the ops-db",
             "cpu_s": CPU_NOTE,
+            "own_cpu_s": OWN_CPU_NOTE,
+            "orchestration CPU per sub-group": "(mode's CPU - a's CPU) / n",
+            "first_batch_latency": "b, c: from the end of `ccat-wm ingest` to the first "
+                                   "program's start, by phase: "
+                                   + "; ".join(f"{name}: {what}" for name, _, what
+                                               in daemon_runs.LATENCY_PHASES),
             "peak_memory_mb": MEMORY_NOTE.format(interval=0.25),
             "load_average_start_end": "1-minute load average at the start and end of the "
                                       "phase: how quiet the machine was",
@@ -213,7 +261,8 @@ def report(args: argparse.Namespace, modes: dict[str, dict[str, Any]],
         "failed_modes": failed,
         "warnings": [f"mode {m} failed: {e}" for m, e in failed.items()] + warnings(modes),
         "modes": modes, "ratios": ratios(modes),
-        "targets": targets(modes, args.batch_size), "figures": figures(modes, args.n),
+        "targets": targets(modes, args.batch_size, args.n),
+        "figures": figures(modes, args.n),
     }
 
 

@@ -25,16 +25,17 @@ from ccat_assets.execute import (
     Reused,
     RunFailed,
     RunOutcome,
-    claim_run,
+    claim_runs,
     fail_run,
     finish_run,
     output_paths,
     record_submission,
     reused_outcome,
-    stage_run,
+    stage_runs,
     wait_jobs,
 )
 from ccat_assets.jobs import JobSpec, submit_array
+from ccat_assets.run_progress import collected_line
 
 
 @dataclass
@@ -109,6 +110,7 @@ def iter_batch(
     yield from (results[key] for key in claimed if results[key].failed)
     jobs = {m.job_id: key for key, m in claimed.items()
             if m.job_id is not None and results[key].error is None}
+    completed: list[str] = []
     for status in wait_jobs(services, {job_id: claimed[key].run_id
                                        for job_id, key in jobs.items()},
                             {job_id: output_paths(claimed[key].layout)
@@ -118,29 +120,38 @@ def iter_batch(
         key = jobs[status.job_id]
         member = claimed[key]
         try:
-            results[key].outcome = finish_run(services, member.run_id, member.layout, status,
-                                              member.reattached)
+            results[key].outcome = finish_run(
+                services, member.run_id, member.layout, status, member.reattached,
+                is_final=member.is_final, processing_location_id=member.processing_location_id,
+                announce=False)
+            completed.append(collected_line(member.run_id, results[key].outcome.products))
         except RunFailed as exc:
             results[key].error = exc.reason
             results[key].failure = exc
             results[key].exit_code = exc.exit_code
         yield results[key]
+    # one log event for the batch: each member's own materialization already says it
+    if completed:
+        services.log("\n".join(completed))
 
 
 def _claim_all(services: ExecutionServices, pipeline_name: str, step_name: str,
                keys: list[str], results: dict[str, MemberResult],
                dagster_run_id: str | None, trigger_reason: str | None,
                own_run_ids: Collection[str]) -> dict[str, Claimed]:
-    """Claim each member (or note it completed, or why it cannot run)."""
+    """Claim every member in one transaction (or note it completed, or why it cannot run)."""
     claimed: dict[str, Claimed] = {}
+    try:
+        members = claim_runs(services, pipeline_name=pipeline_name, step_name=step_name,
+                             sub_group_keys=keys, dagster_run_id=dagster_run_id,
+                             trigger_reason=trigger_reason, skip_completed=True,
+                             own_run_ids=own_run_ids)
+    except Exception as exc:  # the step itself cannot be planned: every member says why
+        members = {key: exc for key in keys}
     for key in keys:
-        try:
-            member = claim_run(services, pipeline_name=pipeline_name, step_name=step_name,
-                               sub_group_key=key, dagster_run_id=dagster_run_id,
-                               trigger_reason=trigger_reason, skip_completed=True,
-                               own_run_ids=own_run_ids)
-        except Exception as exc:  # e.g. upstream incomplete: this member only
-            results[key].error = str(exc)
+        member = members[key]
+        if isinstance(member, Exception):  # e.g. upstream incomplete: this member only
+            results[key].error = str(member)
             continue
         if isinstance(member, Busy):
             results[key].error = (f"ops-db run {member.run_id} of Dagster run "
@@ -159,15 +170,20 @@ def _claim_all(services: ExecutionServices, pipeline_name: str, step_name: str,
 
 def _stage(services: ExecutionServices, claimed: dict[str, Claimed],
            results: dict[str, MemberResult], dagster_run_id: str | None) -> dict[str, JobSpec]:
-    """Stage every claimed member not yet submitted; a staging failure fails that member."""
+    """Stage every claimed member not yet submitted, together; a staging failure fails
+    that member."""
+    todo = {member.run_id: key for key, member in claimed.items() if member.job_id is None}
+    if not todo:
+        return {}
+    staged = stage_runs(services, {run_id: claimed[key].layout for run_id, key in todo.items()},
+                        dagster_run_id)
     specs: dict[str, JobSpec] = {}
-    for key, member in claimed.items():
-        if member.job_id is not None:
-            continue
-        try:
-            specs[key] = stage_run(services, member.run_id, member.layout, dagster_run_id)
-        except RunFailed as exc:
-            results[key].error = exc.reason
+    for run_id, key in todo.items():
+        result = staged[run_id]
+        if isinstance(result, RunFailed):
+            results[key].error = result.reason
+        else:
+            specs[key] = result
     return specs
 
 

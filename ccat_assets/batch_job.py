@@ -97,7 +97,7 @@ def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
                 yield _materialization(asset_key, event, provenance_tags(
                     code_version=code_version, data_version=event.outcome.fingerprint,
                     inputs=inputs))
-                yield from _check_evaluations(opsdb, asset_key, step, event.key,
+                yield from _check_evaluations(opsdb, asset_key, step, event,
                                               context.run.run_id)
         if failed:
             raise batch_failure(len(config.sub_groups), failed)
@@ -120,15 +120,20 @@ def _materialization(asset_key: dg.AssetKey, result: MemberResult,
         asset_key=asset_key, partition=result.key, metadata=single.metadata, tags=tags)
 
 
-def _check_evaluations(opsdb: OpsDBResource, asset_key: dg.AssetKey, step: StepDef, key: str,
-                       dagster_run_id: str) -> Iterator[dg.AssetCheckEvaluation]:
-    """The step's asset checks on this member, as the checks op of a single run gives them."""
+def _check_evaluations(opsdb: OpsDBResource, asset_key: dg.AssetKey, step: StepDef,
+                       member: MemberResult, dagster_run_id: str
+                       ) -> Iterator[dg.AssetCheckEvaluation]:
+    """The step's asset checks on this member, as the checks op of a single run gives them;
+    they judge the member's own COMPLETED run (the one the checks op would find for it:
+    this run's, or the newest one reported again), so it is not looked up again."""
     names = check_names(step)
+    run_id = member.outcome.run_id if member.outcome is not None else None
     with opsdb.sessions().begin() as session:
-        results = evaluate_checks(session, step, key, set(names), dagster_run_id)
+        results = evaluate_checks(session, step, member.key, set(names), dagster_run_id,
+                                  run_id=run_id)
     for name in names:
-        yield dg.AssetCheckEvaluation(asset_key=asset_key, check_name=name, partition=key,
-                                      **results[name])
+        yield dg.AssetCheckEvaluation(asset_key=asset_key, check_name=name,
+                                      partition=member.key, **results[name])
 
 
 def build_batch_jobs(pipeline: PipelineDef) -> list[dg.JobDefinition]:

@@ -82,11 +82,18 @@ def build_step_checks(asset_key: dg.AssetKey, step: StepDef,
 
 
 def evaluate_checks(session: Session, step: StepDef, key: str, wanted: set[str],
-                    dagster_run_id: str | None) -> dict[str, dict[str, Any]]:
-    """check name -> AssetCheckResult arguments (pure of Dagster state, testable alone)."""
-    step_id = step_id_for(session, step.pipeline, step.name)
-    run = (latest_completed_run(session, step_id, key, dagster_run_id)
-           if step_id is not None else None)
+                    dagster_run_id: str | None, *, run_id: int | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """check name -> AssetCheckResult arguments (pure of Dagster state, testable alone).
+
+    ``run_id``: the COMPLETED ops-db run to judge, when the caller knows it (a batch knows
+    each member's), instead of looking it up by step and sub-group."""
+    if run_id is not None:
+        run = session.get(ExecutedReductionStep, run_id)
+    else:
+        step_id = step_id_for(session, step.pipeline, step.name)
+        run = (latest_completed_run(session, step_id, key, dagster_run_id)
+               if step_id is not None else None)
     if run is None:
         reason = f"no completed run of {step.pipeline}/{step.name} for sub-group {key}"
         return {name: {"passed": False, "severity": ERROR, "description": reason}

@@ -11,27 +11,30 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, object_session, sessionmaker
+from sqlalchemy.orm import Session, object_session, selectinload, sessionmaker
 
 from ccat_assets.collect import CollectionError, collect_run
 from ccat_assets.contract import PathMap, RunLayout, contract_env, write_manifest
 from ccat_assets.fingerprint import is_current
-from ccat_assets.inputs import RunInputs, is_final_step, layout_for, plan_inputs
+from ccat_assets.inputs import RunInputs, is_final_step, layout_for, plan_inputs_many
 from ccat_assets.job_watch import JobOutput, JobWatch
 from ccat_assets.jobs import Backend, ContainerRuntime, JobSpec, JobStatus
 from ccat_assets.manifest import build_manifest
 from ccat_assets.opsdb import (
     IN_FLIGHT_STATUSES,
     DataLocation,
+    ExecutedObsUnit,
     ExecutedReductionStep,
+    ObsUnit,
     RawDataPackage,
     ReductionSoftwareVersion,
+    ReductionStep,
     RunStatus,
     run_input_data_product,
     run_input_raw_data_package,
@@ -135,6 +138,10 @@ class Claimed:
     reattached: bool
     layout: RunLayout
     fingerprint: str
+    #: What collection needs to know of the step, planned with the claim so that a batch
+    #: does not look it up again for every member (None: look it up).
+    is_final: bool | None = None
+    processing_location_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,32 +175,89 @@ def claim_run(
     Dagster run (not this one, not one it retries) is :class:`Busy`: the caller waits for
     it rather than submitting the same work a second time.
     """
+    result = claim_runs(services, pipeline_name=pipeline_name, step_name=step_name,
+                        sub_group_keys=[sub_group_key], dagster_run_id=dagster_run_id,
+                        trigger_reason=trigger_reason, skip_completed=skip_completed,
+                        own_run_ids=own_run_ids)[sub_group_key]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def claim_runs(
+    services: ExecutionServices, *, pipeline_name: str, step_name: str,
+    sub_group_keys: Sequence[str], dagster_run_id: str | None,
+    trigger_reason: str | None = None, skip_completed: bool = False,
+    own_run_ids: Collection[str] = (),
+) -> dict[str, Claimed | Reused | Busy | Exception]:
+    """:func:`claim_run` for many sub-groups of one step, in one transaction.
+
+    Why one transaction: a batch claims tens of members, and one step lock, one planning
+    of the step (:func:`plan_inputs_many`) and one commit serve them all. Each member is
+    claimed inside its own savepoint, so a member that cannot be claimed (upstream not
+    complete, no raw data, an error) is that member's exception in the result, its writes
+    undone, and its siblings are claimed all the same.
+    """
     run_ids = [r for r in (dagster_run_id, *own_run_ids) if r]
+    keys = list(dict.fromkeys(sub_group_keys))
+    results: dict[str, Claimed | Reused | Busy | Exception] = {}
+    lines: list[str] = []
     with services.sessions.begin() as session:
         lock_step(session, pipeline_name, step_name)
-        inputs = plan_inputs(session, pipeline_name, step_name, sub_group_key, services.base_dir)
-        if inputs.upstream_missing:
-            shown = ", ".join(inputs.upstream_missing[:5])
-            raise RuntimeError(
-                f"{step_name}/{sub_group_key}: upstream not complete for "
-                f"{len(inputs.upstream_missing)} sub-group(s): {shown}"
-            )
-        done = _completed_with(session, inputs) if skip_completed else None
-        if done is not None:
-            drop_placeholders(session, inputs.step.id, inputs.subgroup.key, run_ids)
-            services.log(f"{step_name}/{sub_group_key}: run {done} already COMPLETED for "
-                         f"fingerprint {inputs.fingerprint[:19]}; not run again")
-            return Reused(done)
-        taken = _claim(session, inputs, services, dagster_run_id, trigger_reason, run_ids)
-        if isinstance(taken, Busy):
-            return taken
-        run, reattached = taken
-        claimed = Claimed(run.id, run.hpc_job_id, RunStatus(run.status), reattached,
-                          layout_for(services.base_dir, inputs, run.id), inputs.fingerprint)
-    services.log(
-        f"run {claimed.run_id}: {'re-attached to' if reattached else 'claimed'} {step_name}/"
-        f"{sub_group_key} (fingerprint {inputs.fingerprint[:19]}, status {claimed.status.value})")
-    return claimed
+        planned = plan_inputs_many(session, pipeline_name, step_name, keys, services.base_dir)
+        for key in keys:
+            inputs = planned[key]
+            if isinstance(inputs, Exception):
+                results[key] = inputs
+                continue
+            if inputs.upstream_missing:
+                shown = ", ".join(inputs.upstream_missing[:5])
+                results[key] = RuntimeError(
+                    f"{step_name}/{key}: upstream not complete for "
+                    f"{len(inputs.upstream_missing)} sub-group(s): {shown}")
+                continue
+            try:
+                with session.begin_nested():
+                    results[key] = _claim_member(session, inputs, services, dagster_run_id,
+                                                 trigger_reason, run_ids, skip_completed)
+            except Exception as exc:  # this member only: its savepoint undid its writes
+                results[key] = exc
+                continue
+            lines.append(_claim_line(step_name, key, inputs, results[key]))
+    if lines:
+        services.log("\n".join(line for line in lines if line))
+    return results
+
+
+def _claim_member(
+    session: Session, inputs: RunInputs, services: ExecutionServices,
+    dagster_run_id: str | None, trigger_reason: str | None, run_ids: list[str],
+    skip_completed: bool,
+) -> Claimed | Reused | Busy:
+    done = _completed_with(session, inputs) if skip_completed else None
+    if done is not None:
+        drop_placeholders(session, inputs.step.id, inputs.subgroup.key, run_ids)
+        return Reused(done)
+    taken = _claim(session, inputs, services, dagster_run_id, trigger_reason, run_ids)
+    if isinstance(taken, Busy):
+        return taken
+    run, reattached = taken
+    return Claimed(run.id, run.hpc_job_id, RunStatus(run.status), reattached,
+                   layout_for(services.base_dir, inputs, run.id), inputs.fingerprint,
+                   is_final=inputs.is_final,
+                   processing_location_id=inputs.pipeline.processing_location_id)
+
+
+def _claim_line(step_name: str, key: str, inputs: RunInputs,
+                result: Claimed | Reused | Busy) -> str:
+    if isinstance(result, Reused):
+        return (f"{step_name}/{key}: run {result.run_id} already COMPLETED for "
+                f"fingerprint {inputs.fingerprint[:19]}; not run again")
+    if isinstance(result, Busy):
+        return ""
+    return (f"run {result.run_id}: {'re-attached to' if result.reattached else 'claimed'} "
+            f"{step_name}/{key} (fingerprint {inputs.fingerprint[:19]}, status "
+            f"{result.status.value})")
 
 
 def execute_partition(
@@ -237,7 +301,9 @@ def execute_partition(
                             f"submission failed: {exc}") from exc
         record_submission(services, {claimed.run_id: job_id})
     final = _wait(services, claimed.run_id, job_id, claimed.layout)
-    return finish_run(services, claimed.run_id, claimed.layout, final, claimed.reattached)
+    return finish_run(services, claimed.run_id, claimed.layout, final, claimed.reattached,
+                      is_final=claimed.is_final,
+                      processing_location_id=claimed.processing_location_id)
 
 
 def _wait_until_ended(services: ExecutionServices, run_id: int) -> None:
@@ -354,66 +420,142 @@ def stage_run(
 ) -> JobSpec:
     """Stage the inputs, write the manifest and build the job (STAGING_DATA); on any error
     the run is FAILED with the reason and :class:`RunFailed` raised."""
+    result = stage_runs(services, {run_id: layout}, dagster_run_id)[run_id]
+    if isinstance(result, RunFailed):
+        raise result
+    return result
+
+
+def stage_runs(
+    services: ExecutionServices, layouts: Mapping[int, RunLayout], dagster_run_id: str | None
+) -> dict[int, JobSpec | RunFailed]:
+    """:func:`stage_run` for many claimed runs of one step: run id -> its job, or the
+    :class:`RunFailed` of a run whose staging failed (that run is FAILED, not its siblings).
+
+    Why together: the members of a batch share their step, so the step is planned once
+    (:func:`plan_inputs_many`), their raw packages are read in one query, one stager (one
+    connection to the processing location) serves them all, and one commit records them
+    STAGING_DATA. Each member is staged in its own savepoint, so a failure undoes only it.
+    """
+    specs: dict[int, JobSpec | RunFailed] = {}
+    errors: dict[int, Exception] = {}
     try:
         with services.sessions.begin() as session:
-            run = session.get(ExecutedReductionStep, run_id)
-            inputs = plan_inputs(session, run.step.pipeline.name, run.step.name,
-                                 run.sub_group_key, services.base_dir)
-            transition(run, RunStatus.STAGING_DATA)
-            layout.create()
-            location = session.get(DataLocation, inputs.pipeline.processing_location_id)
-            packages = list(session.scalars(
-                sa.select(RawDataPackage)
-                .where(RawDataPackage.id.in_(inputs.subgroup.raw_data_package_ids))
-                .order_by(RawDataPackage.id)))
-            progress = StagingProgress(services.log, f"run {run_id}", packages)
-            stager = services.stager_factory(session, location)
-            staged = stager.stage_packages(packages, layout.raw_input_dir,
-                                           progress=progress.package_done)
-            progress.finished(getattr(stager, "transfers", None))
-            product_paths = _link_products(inputs, layout)
-            upstream_steps = build_view(
-                layout, [up.name for up in inputs.step.depends_on], inputs.upstream,
-                inputs.subgroup.key)
-            paths = PathMap(layout, services.runtime.in_container)
-            manifest = build_manifest(
-                inputs=inputs, run_id=run_id, dagster_run_id=dagster_run_id,
-                packages=packages, staged=staged,
-                product_paths={pid: paths(p) for pid, p in product_paths.items()}, paths=paths)
-            write_manifest(layout.manifest_path, manifest)
-            resources = dict(inputs.config.resource_requirements or {})
-            env = {**(inputs.config.environment_variables or {}), **contract_env(
-                paths=paths, is_final=inputs.is_final, step=inputs.step.name,
-                sub_group_key=inputs.subgroup.key, run_id=run_id,
-                cpu=int(resources.get("cpu", 1)))}
-            argv, process_env = services.runtime.command(
-                argv=list(inputs.config.command_template), env=env,
-                binds=layout.binds(upstream_steps), image=inputs.version.image_ref,
-                gpu=int(resources.get("gpu", 0)), workdir=layout.workspace_dir)
-            run.execution_command = argv
-            spec = JobSpec(
-                name=job_name(inputs.pipeline.name, inputs.step.name, run_id, layout.root),
-                argv=argv,
-                env=process_env, workdir=layout.workspace_dir,
-                stdout_path=output_paths(layout).stdout,
-                stderr_path=output_paths(layout).stderr, resources=resources,
-                image=inputs.version.image_ref)
-    except Exception as exc:
+            runs = {r.id: r for r in session.scalars(
+                sa.select(ExecutedReductionStep)
+                .where(ExecutedReductionStep.id.in_(list(layouts))))}
+            for step, step_runs in _by_step(runs.values()).items():
+                planned = plan_inputs_many(session, step.pipeline.name, step.name,
+                                           [r.sub_group_key for r in step_runs],
+                                           services.base_dir)
+                found = [i for i in planned.values() if isinstance(i, RunInputs)]
+                packages = _packages(session, [pid for i in found
+                                               for pid in i.subgroup.raw_data_package_ids])
+                location = session.get(DataLocation, step.pipeline.processing_location_id)
+                stager = services.stager_factory(session, location)
+                for run in step_runs:
+                    try:
+                        with session.begin_nested():
+                            inputs = planned[run.sub_group_key]
+                            if isinstance(inputs, Exception):
+                                raise inputs
+                            specs[run.id] = _stage_member(
+                                services, run, inputs, layouts[run.id], packages, stager,
+                                dagster_run_id)
+                    except Exception as exc:  # this member only
+                        errors[run.id] = exc
+    except Exception as exc:  # the shared part failed: no member was staged
+        specs.clear()
+        errors = {run_id: errors.get(run_id, exc) for run_id in layouts}
+    for run_id, exc in errors.items():
         fail_run(services, run_id, f"staging failed: {exc}")
-        raise RunFailed(run_id, RunStatus.FAILED, f"staging failed: {exc}") from exc
-    return spec
+        failed = RunFailed(run_id, RunStatus.FAILED, f"staging failed: {exc}")
+        failed.__cause__ = exc
+        specs[run_id] = failed
+    return specs
+
+
+def _by_step(runs: Iterable[ExecutedReductionStep]
+             ) -> dict[ReductionStep, list[ExecutedReductionStep]]:
+    grouped: dict[ReductionStep, list[ExecutedReductionStep]] = {}
+    for run in sorted(runs, key=lambda r: r.id):
+        grouped.setdefault(run.step, []).append(run)
+    return grouped
+
+
+def _packages(session: Session, ids: list[int]) -> dict[int, RawDataPackage]:
+    """The raw packages with what staging and the manifest read of them, in few queries."""
+    if not ids:
+        return {}
+    obs_unit = selectinload(RawDataPackage.executed_obs_unit).selectinload(
+        ExecutedObsUnit.obs_unit)
+    return {p.id: p for p in session.scalars(
+        sa.select(RawDataPackage).where(RawDataPackage.id.in_(sorted(set(ids))))
+        .options(selectinload(RawDataPackage.files),
+                 selectinload(RawDataPackage.instrument_module),
+                 obs_unit.selectinload(ObsUnit.source),
+                 obs_unit.selectinload(ObsUnit.observing_program)))}
+
+
+def _stage_member(services: ExecutionServices, run: ExecutedReductionStep, inputs: RunInputs,
+                  layout: RunLayout, packages_by_id: Mapping[int, RawDataPackage],
+                  stager: Any, dagster_run_id: str | None) -> JobSpec:
+    run_id = run.id
+    transition(run, RunStatus.STAGING_DATA)
+    layout.create()
+    packages = [packages_by_id[pid] for pid in sorted(inputs.subgroup.raw_data_package_ids)]
+    progress = StagingProgress(services.log, f"run {run_id}", packages)
+    transfers_before = getattr(stager, "transfers", None)  # one stager serves the whole batch
+    staged = stager.stage_packages(packages, layout.raw_input_dir,
+                                   progress=progress.package_done)
+    transfers_after = getattr(stager, "transfers", None)
+    progress.finished(None if transfers_after is None
+                      else transfers_after - (transfers_before or 0))
+    product_paths = _link_products(inputs, layout)
+    upstream_steps = build_view(
+        layout, [up.name for up in inputs.step.depends_on], inputs.upstream, inputs.subgroup.key)
+    paths = PathMap(layout, services.runtime.in_container)
+    manifest = build_manifest(
+        inputs=inputs, run_id=run_id, dagster_run_id=dagster_run_id,
+        packages=packages, staged=staged,
+        product_paths={pid: paths(p) for pid, p in product_paths.items()}, paths=paths)
+    write_manifest(layout.manifest_path, manifest)
+    resources = dict(inputs.config.resource_requirements or {})
+    env = {**(inputs.config.environment_variables or {}), **contract_env(
+        paths=paths, is_final=inputs.is_final, step=inputs.step.name,
+        sub_group_key=inputs.subgroup.key, run_id=run_id,
+        cpu=int(resources.get("cpu", 1)))}
+    argv, process_env = services.runtime.command(
+        argv=list(inputs.config.command_template), env=env, binds=layout.binds(upstream_steps),
+        image=inputs.version.image_ref, gpu=int(resources.get("gpu", 0)),
+        workdir=layout.workspace_dir)
+    run.execution_command = argv
+    return JobSpec(
+        name=job_name(inputs.pipeline.name, inputs.step.name, run_id, layout.root),
+        argv=argv,
+        env=process_env, workdir=layout.workspace_dir,
+        stdout_path=output_paths(layout).stdout,
+        stderr_path=output_paths(layout).stderr, resources=resources,
+        image=inputs.version.image_ref)
 
 
 def record_submission(services: ExecutionServices, job_ids: dict[int, str]) -> None:
     """Record the job id of each submitted run (SUBMITTED), all in one transaction, so a
     crash leaves either every member of a batch with its job id or none."""
     with services.sessions.begin() as session:
+        runs = _rows(session, job_ids)
         for run_id, job_id in job_ids.items():
-            run = session.get(ExecutedReductionStep, run_id)
+            run = runs[run_id]
             run.hpc_job_id = job_id
             transition(run, RunStatus.SUBMITTED)
-    for run_id, job_id in job_ids.items():
-        services.log(f"run {run_id}: submitted {services.backend.name} job {job_id}")
+    services.log("\n".join(f"run {run_id}: submitted {services.backend.name} job {job_id}"
+                           for run_id, job_id in job_ids.items()))
+
+
+def _rows(session: Session, run_ids: Iterable[int]) -> dict[int, ExecutedReductionStep]:
+    """Many run rows in one query (a batch's members), by id."""
+    return {r.id: r for r in session.scalars(
+        sa.select(ExecutedReductionStep).where(ExecutedReductionStep.id.in_(list(run_ids))))}
 
 
 def _link_products(inputs: RunInputs, layout: RunLayout) -> dict[int, Path]:
@@ -484,11 +626,13 @@ def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int],
             watch.observe({job_id: statuses[job_id] for job_id in waiting})
         except Exception as exc:  # the log is a view: it never stops the wait for a job
             services.log(f"could not show the state or output of {_shown(waiting)}: {exc}")
-        for job_id, run_id in list(waiting.items()):
+        started = {job_id: run_id for job_id, run_id in waiting.items()
+                   if statuses[job_id].state == "running" and job_id not in seen_running}
+        if started:
+            seen_running.update(started)
+            _mark_running(services, started)
+        for job_id, _run_id in list(waiting.items()):
             status = statuses[job_id]
-            if status.state == "running" and job_id not in seen_running:
-                seen_running.add(job_id)
-                _mark_running(services, run_id, job_id)
             if status.finished or status.state == "unknown":
                 del waiting[job_id]
                 finished_now = True
@@ -501,12 +645,15 @@ def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int],
         delay = min(services.poll.max_s, delay * services.poll.factor)
 
 
-def _mark_running(services: ExecutionServices, run_id: int, job_id: str) -> None:
-    """RUNNING in the ops-db (the log line, with the node, is the watch's)."""
+def _mark_running(services: ExecutionServices, started: Mapping[str, int]) -> None:
+    """RUNNING in the ops-db for the runs whose jobs were first seen running in one poll: one
+    transaction for all of them (a batch's members start together). The log line, with the
+    node, is the watch's."""
     with services.sessions.begin() as session:
-        run = session.get(ExecutedReductionStep, run_id)
-        if RunStatus(run.status) == RunStatus.SUBMITTED:
-            transition(run, RunStatus.RUNNING)
+        runs = _rows(session, started.values())
+        for run_id in started.values():
+            if RunStatus(runs[run_id].status) == RunStatus.SUBMITTED:
+                transition(runs[run_id], RunStatus.RUNNING)
 
 
 def _shown(jobs: Mapping[str, int]) -> str:
@@ -517,8 +664,15 @@ def _shown(jobs: Mapping[str, int]) -> str:
 
 
 def finish_run(
-    services: ExecutionServices, run_id: int, layout: RunLayout, job: JobStatus, reattached: bool
+    services: ExecutionServices, run_id: int, layout: RunLayout, job: JobStatus, reattached: bool,
+    *, is_final: bool | None = None, processing_location_id: int | None = None,
+    announce: bool = True,
 ) -> RunOutcome:
+    """Record the job's end and collect its outputs (COMPLETED), or keep its logs and fail
+    it (:class:`RunFailed`). ``is_final`` and ``processing_location_id`` are the step's, if
+    the caller knows them (a batch does, for all its members); else they are looked up.
+    ``announce=False`` leaves the "COMPLETED with" line to the caller (a batch logs its
+    members' lines together, one event per poll instead of one per member)."""
     succeeded = job.state == "completed"
     warnings: list[str] = []
     with services.sessions.begin() as session:
@@ -534,7 +688,7 @@ def finish_run(
         if job.state == "cancelled":  # our own cancellations settle the row before this
             reason = (f"{services.backend.name} job {job.job_id} was cancelled outside the "
                       f"run ({reason})")
-        _collect_logs(services, run_id, layout)
+        _collect_logs(services, run_id, layout, is_final, processing_location_id)
         status = RunStatus.CANCELLED if job.state == "cancelled" else RunStatus.FAILED
         fail_run(services, run_id, reason, status)
         stream, tail = failure_tail(output_paths(layout), services.backend, job.job_id,
@@ -544,31 +698,41 @@ def finish_run(
     try:
         with services.sessions.begin() as session:
             run = session.get(ExecutedReductionStep, run_id)
-            result = collect_run(session, run, layout, is_final=is_final_step(session, run.step),
-                                 processing_location_id=run.step.pipeline.processing_location_id)
+            result = collect_run(
+                session, run, layout,
+                is_final=is_final_step(session, run.step) if is_final is None else is_final,
+                processing_location_id=(run.step.pipeline.processing_location_id
+                                        if processing_location_id is None
+                                        else processing_location_id))
             warnings = result.warnings
             if RunStatus(run.status) != RunStatus.COMPLETED:
                 transition(run, RunStatus.COMPLETED)
             outcome = _outcome(run, result.products, warnings, reattached)
     except (CollectionError, OSError) as exc:  # OSError: an output unreadable while hashed
-        _collect_logs(services, run_id, layout)
+        _collect_logs(services, run_id, layout, is_final, processing_location_id)
         fail_run(services, run_id, f"collection failed: {exc}")
         raise RunFailed(run_id, RunStatus.FAILED, f"collection failed: {exc}",
                         exit_code=job.exit_code, job_id=job.job_id) from exc
-    services.log(collected_line(run_id, outcome.products))
+    if announce:
+        services.log(collected_line(run_id, outcome.products))
     return outcome
 
 
-def _collect_logs(services: ExecutionServices, run_id: int, layout: RunLayout) -> None:
+def _collect_logs(services: ExecutionServices, run_id: int, layout: RunLayout,
+                  is_final: bool | None = None,
+                  processing_location_id: int | None = None) -> None:
     """Keep a failed run's logs as LOG products for diagnosis; never its partial outputs.
 
     The step's kind says where its ``$WORKFLOW_OUTPUT_DIR/logs`` is, so logs a program keeps
     next to its products are kept too."""
     with services.sessions.begin() as session:
         run = session.get(ExecutedReductionStep, run_id)
-        collect_run(session, run, layout, is_final=is_final_step(session, run.step),
+        collect_run(session, run, layout,
+                    is_final=is_final_step(session, run.step) if is_final is None else is_final,
                     logs_only=True,
-                    processing_location_id=run.step.pipeline.processing_location_id)
+                    processing_location_id=(run.step.pipeline.processing_location_id
+                                            if processing_location_id is None
+                                            else processing_location_id))
 
 
 def reused_outcome(services: ExecutionServices, run_id: int) -> RunOutcome:

@@ -8,6 +8,7 @@ this is the exact lineage Dagster's partition mappings cannot express.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,18 +99,11 @@ def is_final_step(session: Session, step: ReductionStep) -> bool:
     return not any(step in other.depends_on for other in siblings)
 
 
-def resolve_one(session: Session, grouping: DataGrouping, group_by: list[str],
-                key: str) -> SubGroup:
-    found = resolve_subgroups(
-        session, filter_rules=grouping.filter_rules, group_by=group_by,
-        instrument_module_id=grouping.instrument_module_id, keys=[key],
+def _no_match(grouping: DataGrouping, group_by: list[str], key: str) -> PlanError:
+    return PlanError(
+        f"sub-group {key!r} matches no raw data of grouping {grouping.name!r}"
+        f" at grain {'+'.join(group_by) or 'all'}"
     )
-    if not found:
-        raise PlanError(
-            f"sub-group {key!r} matches no raw data of grouping {grouping.name!r}"
-            f" at grain {'+'.join(group_by) or 'all'}"
-        )
-    return found[0]
 
 
 def upstream_products(
@@ -180,19 +174,51 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
 def plan_inputs(
     session: Session, pipeline_name: str, step_name: str, sub_group_key: str, base_dir: Path
 ) -> RunInputs:
+    planned = plan_inputs_many(session, pipeline_name, step_name, [sub_group_key], base_dir)
+    result = planned[sub_group_key]
+    if isinstance(result, PlanError):
+        raise result
+    return result
+
+
+def plan_inputs_many(
+    session: Session, pipeline_name: str, step_name: str, sub_group_keys: Sequence[str],
+    base_dir: Path,
+) -> dict[str, RunInputs | PlanError]:
+    """The inputs of many sub-groups of one step: key -> RunInputs, or the PlanError of a key
+    that matches no raw data.
+
+    Why one call for many: a batch plans tens of sub-groups of the same step, and the step,
+    pipeline, grouping, software version and finality are the same for all of them; their
+    sub-groups resolve in one query. A problem of the step itself (no version) is raised.
+    """
     step = load_step(session, pipeline_name, step_name)
     pipeline = step.pipeline
     grouping = pipeline.data_grouping
-    subgroup = resolve_one(session, grouping, list(step.group_by), sub_group_key)
+    group_by = list(step.group_by)
+    keys = list(dict.fromkeys(sub_group_keys))
+    found = {sg.key: sg for sg in resolve_subgroups(
+        session, filter_rules=grouping.filter_rules, group_by=group_by,
+        instrument_module_id=grouping.instrument_module_id, keys=keys)}
+    planned: dict[str, RunInputs | PlanError] = {
+        key: _no_match(grouping, group_by, key) for key in keys if key not in found}
+    if not found:
+        return planned
     version = select_version(session, step)
-    upstream, missing = upstream_products(session, step, subgroup, grouping, base_dir)
-    fingerprint = _fingerprint(subgroup, upstream, step.config.content_hash,
-                               version_token(step.version_policy, version.version))
-    return RunInputs(
-        pipeline=pipeline, step=step, subgroup=subgroup, version=version, config=step.config,
-        upstream=upstream, upstream_missing=missing, fingerprint=fingerprint,
-        is_final=is_final_step(session, step),
-    )
+    token = version_token(step.version_policy, version.version)
+    is_final = is_final_step(session, step)
+    for key in keys:
+        if key not in found:
+            continue
+        subgroup = found[key]
+        upstream, missing = upstream_products(session, step, subgroup, grouping, base_dir)
+        planned[key] = RunInputs(
+            pipeline=pipeline, step=step, subgroup=subgroup, version=version,
+            config=step.config, upstream=upstream, upstream_missing=missing,
+            fingerprint=_fingerprint(subgroup, upstream, step.config.content_hash, token),
+            is_final=is_final,
+        )
+    return planned
 
 
 def _fingerprint(subgroup: SubGroup, upstream: list[UpstreamProduct], config_hash: str,

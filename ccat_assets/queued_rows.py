@@ -25,7 +25,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ccat_assets.inputs import PlanError, plan_inputs
+from ccat_assets.inputs import PlanError, RunInputs, plan_inputs_many
 from ccat_assets.opsdb import ExecutedReductionStep, Pipeline, ReductionStep, RunStatus
 
 
@@ -115,23 +115,32 @@ def record_queued(session: Session, pairs: Iterable[QueuedPair], *, dagster_run_
     """Write a placeholder for each pair of a queued run that has no row of that run yet.
 
     A pair whose key is not a current sub-group is skipped: the run fails on it when it
-    starts, before any work. Returns the ids of the rows written.
+    starts, before any work. Returns the ids of the rows written. The pairs of one step (a
+    batch run has tens) are planned together (:func:`plan_inputs_many`) under one step
+    lock, and their existing rows and failure counts read with one query each.
     """
-    written: list[int] = []
+    by_step: dict[tuple[str, str], list[str]] = {}
     for pair in pairs:
-        lock_step(session, pair.pipeline, pair.step)
+        by_step.setdefault((pair.pipeline, pair.step), []).append(pair.sub_group_key)
+    written: list[int] = []
+    for (pipeline, step), keys in by_step.items():
+        lock_step(session, pipeline, step)
         try:
-            inputs = plan_inputs(session, pair.pipeline, pair.step, pair.sub_group_key, base_dir)
+            planned = plan_inputs_many(session, pipeline, step, keys, base_dir)
         except PlanError:
             continue
-        exists = session.scalar(
-            sa.select(ExecutedReductionStep.id)
-            .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
-                   ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
-                   ExecutedReductionStep.dagster_run_id == dagster_run_id).limit(1))
-        if exists is not None:
+        found = [inputs for inputs in planned.values() if isinstance(inputs, RunInputs)]
+        if not found:
             continue
-        row = ExecutedReductionStep(
+        step_id = found[0].step.id
+        have = set(session.scalars(
+            sa.select(ExecutedReductionStep.sub_group_key)
+            .where(ExecutedReductionStep.reduction_step_id == step_id,
+                   ExecutedReductionStep.sub_group_key.in_([i.subgroup.key for i in found]),
+                   ExecutedReductionStep.dagster_run_id == dagster_run_id)))
+        new = [i for i in found if i.subgroup.key not in have]
+        failed = failures_of(session, step_id, [(i.subgroup.key, i.fingerprint) for i in new])
+        rows = [ExecutedReductionStep(
             reduction_step_id=inputs.step.id,
             reduction_software_version_id=inputs.version.id,
             reduction_step_config_id=inputs.config.id,
@@ -139,13 +148,29 @@ def record_queued(session: Session, pairs: Iterable[QueuedPair], *, dagster_run_
             input_fingerprint=inputs.fingerprint, status=RunStatus.PENDING,
             trigger_reason=trigger_reason, dagster_run_id=dagster_run_id,
             hpc_backend=backend, container_runtime=runtime,
-            retry_count=failures(session, inputs.step.id, inputs.subgroup.key,
-                                 inputs.fingerprint),
-        )
-        session.add(row)
+            retry_count=failed.get((inputs.subgroup.key, inputs.fingerprint), 0),
+        ) for inputs in new]
+        session.add_all(rows)
         session.flush()
-        written.append(row.id)
+        written += [row.id for row in rows]
     return written
+
+
+def failures_of(session: Session, step_id: int, pairs: Collection[tuple[str, str]]
+                ) -> dict[tuple[str, str], int]:
+    """:func:`failures` of many (sub-group key, fingerprint) pairs of a step, in one query;
+    pairs without failures are left out."""
+    if not pairs:
+        return {}
+    keys = sorted({key for key, _ in pairs})
+    wanted = set(pairs)
+    ers = ExecutedReductionStep
+    rows = session.execute(
+        sa.select(ers.sub_group_key, ers.input_fingerprint, sa.func.count())
+        .where(ers.reduction_step_id == step_id, ers.sub_group_key.in_(keys),
+               ers.status == RunStatus.FAILED)
+        .group_by(ers.sub_group_key, ers.input_fingerprint))
+    return {(key, fp): n for key, fp, n in rows if (key, fp) in wanted}
 
 
 def failures(session: Session, step_id: int, sub_group_key: str, fingerprint: str) -> int:

@@ -77,8 +77,14 @@ def require_partitions(context: dg.OpExecutionContext | dg.AssetExecutionContext
     if unknown:
         raise dg.Failure(description=unknown_keys_message(pipeline, step, unknown),
                          metadata={"unknown sub-groups": dg.MetadataValue.json(list(unknown))})
-    # one indexed lookup per key: listing a grain's partitions costs seconds at 100k scans
-    missing = [key for key in dict.fromkeys(keys)
+    wanted = list(dict.fromkeys(keys))
+    if len(wanted) > 1:
+        # A batch: Dagster adds only the keys it lacks, with one look-up for all of them
+        # (a look-up per key costs a database connection each; listing a grain's
+        # partitions costs seconds at 100k scans).
+        context.instance.add_dynamic_partitions(step.partitions_name, wanted)
+        return
+    missing = [key for key in wanted
                if not context.instance.has_dynamic_partition(step.partitions_name, key)]
     if missing:
         context.instance.add_dynamic_partitions(step.partitions_name, missing)

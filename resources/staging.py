@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -45,16 +46,24 @@ class StagingError(RuntimeError):
     """Inputs could not be brought to the processing location; nothing partial is kept."""
 
 
-def archive_source(session: Session, package: RawDataPackage, rel: str) -> Path:
-    """The best readable copy of one raw file at a non-processing location."""
-    copies = session.execute(
+def archive_copies(session: Session, package: RawDataPackage
+                   ) -> list[tuple[PhysicalCopy, DataLocation]]:
+    """The package's PRESENT copies at non-processing locations, best first."""
+    return [(copy, location) for copy, location in session.execute(
         sa.select(PhysicalCopy, DataLocation)
         .join(DataLocation, PhysicalCopy.data_location_id == DataLocation.id)
         .where(PhysicalCopy.raw_data_package_id == package.id,
                PhysicalCopy.status == PhysicalCopyStatus.PRESENT,
                DataLocation.location_type != LocationType.PROCESSING)
-        .order_by(DataLocation.priority.desc(), DataLocation.id)
-    ).all()
+        .order_by(DataLocation.priority.desc(), DataLocation.id))]
+
+
+def archive_source(session: Session, package: RawDataPackage, rel: str,
+                   copies: list[tuple[PhysicalCopy, DataLocation]] | None = None) -> Path:
+    """The best readable copy of one raw file at a non-processing location (``copies``:
+    the package's :func:`archive_copies`, if already read)."""
+    if copies is None:
+        copies = archive_copies(session, package)
     for copy, location in copies:
         candidate = join_inside(Path(location.base_path), copy.path) / rel
         if candidate.is_file():
@@ -68,6 +77,19 @@ def _staged_copy(session: Session, raw_file: RawDataFile, location: DataLocation
                  ) -> PhysicalCopy | None:
     return session.scalar(sa.select(PhysicalCopy).filter_by(
         raw_data_file_id=raw_file.id, data_location_id=location.id))
+
+
+def _staged_copies(session: Session, raw_files: list[RawDataFile], location: DataLocation
+                   ) -> dict[int, PhysicalCopy]:
+    """:func:`_staged_copy` of many files in one query, by raw file id."""
+    found: dict[int, PhysicalCopy] = {}
+    if not raw_files:
+        return found
+    for copy in session.scalars(sa.select(PhysicalCopy).where(
+            PhysicalCopy.raw_data_file_id.in_([f.id for f in raw_files]),
+            PhysicalCopy.data_location_id == location.id)):
+        found.setdefault(copy.raw_data_file_id, copy)  # the first, as _staged_copy's scalar
+    return found
 
 
 def _is_valid(copy: PhysicalCopy | None, raw_file: RawDataFile, size: int | None) -> bool:
@@ -91,6 +113,15 @@ def _mismatch(package: RawDataPackage, raw_file: RawDataFile, actual: str, where
             f"does not match the recorded {raw_file.checksum}")
 
 
+@dataclass
+class _Known:
+    """What staging read once for all files of a package: its staged copies here (by raw
+    file id) and, once a file needs copying, its archive copies."""
+
+    staged: dict[int, PhysicalCopy]
+    archive: list[tuple[PhysicalCopy, DataLocation]] | None = None
+
+
 class LocalStager:
     """Staging where the archive copy and the processing location share this machine."""
 
@@ -100,14 +131,20 @@ class LocalStager:
         self.staged_root = Path(processing_location.base_path) / "staged"
         self.transfers = 0  # files actually copied or linked (tests check "not again")
 
-    def stage_file(self, package: RawDataPackage, raw_file: RawDataFile) -> Path:
-        """The verified staged copy of ``raw_file``, staging it only when needed."""
+    def stage_file(self, package: RawDataPackage, raw_file: RawDataFile,
+                   known: _Known | None = None) -> Path:
+        """The verified staged copy of ``raw_file``, staging it only when needed
+        (``known``: its package's copies, read once for all its files)."""
         staged = join_inside(self.staged_root, f"{package.name}/{raw_file.relative_path}")
-        copy = _staged_copy(self.session, raw_file, self.location)
+        copy = (known.staged.get(raw_file.id) if known is not None
+                else _staged_copy(self.session, raw_file, self.location))
         size = staged.stat().st_size if staged.is_file() else None
         if _is_valid(copy, raw_file, size):
             return staged
-        source = archive_source(self.session, package, raw_file.relative_path)
+        if known is not None and known.archive is None:
+            known.archive = archive_copies(self.session, package)
+        source = archive_source(self.session, package, raw_file.relative_path,
+                                known.archive if known is not None else None)
         staged.parent.mkdir(parents=True, exist_ok=True)
         partial = staged.with_name(f".{staged.name}.partial")
         try:
@@ -138,8 +175,9 @@ class LocalStager:
         ``progress`` hears of each package when it is done."""
         out = []
         for package in packages:
+            known = _Known(_staged_copies(self.session, list(package.files), self.location))
             for raw_file in package.files:
-                staged = self.stage_file(package, raw_file)
+                staged = self.stage_file(package, raw_file, known)
                 target = join_inside(run_input_dir, f"{package.name}/{raw_file.relative_path}")
                 link_or_copy(staged, target)
                 out.append(StagedInput(

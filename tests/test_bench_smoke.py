@@ -33,6 +33,7 @@ TINY: dict[str, list[str]] = {
     "poll_logs": ["--jobs", "10", "--rounds", "1", "--floods", "1"],
     "overhead": ["--n", "4", "--batch-size", "2", "--sleep", "0.01", "--parallel", "2",
                  "--timeout", "240"],
+    "batch_profile": ["--n", "4", "--batch-size", "4", "--sleep", "0.01", "--top", "5"],
     "partitions": ["--scans", "20", "--ticks", "2", "--repeats", "1", "--timeout", "300"],
     "inflight": ["--runs", "1", "--batch-sizes", "2", "--timeout", "300"],
 }
