@@ -139,12 +139,15 @@ def _chromium(profile: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def ui(demo_state: DemoState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
+def ui(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[UI]:
     """The webserver over a demo copy with a failed run, and a browser; shared by the module's
-    tests (one webserver start, one browser)."""
+    tests (one webserver start, one browser). The browser is looked for before the demo state
+    is asked for: without one, nothing is built for nothing."""
     require_service(CHROMIUM.is_file() and CHROMEDRIVER.is_file(),
                     f"headless Chromium ({CHROMIUM}, {CHROMEDRIVER}; "
                     "scripts/services/install.sh installs them)")
+    demo_state: DemoState = request.getfixturevalue("demo_state")
     tmp = tmp_path_factory.mktemp("ui")
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
