@@ -42,10 +42,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     CCAT_WORKFLOW_MANAGER_HOME=/var/lib/ccat
 
-# Same pins as the tests: constraints.txt decides every dependency version.
+# Same pins as the tests: constraints.txt decides every dependency version. The `fits` extra
+# (astropy) lets the code server's integrity check verify FITS products' CHECKSUM/DATASUM.
 COPY constraints.txt /tmp/constraints.txt
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install -c /tmp/constraints.txt /wheels/*.whl && rm /tmp/constraints.txt
+    for wheel in /wheels/*.whl; do pip install -c /tmp/constraints.txt "${wheel}[fits]" || exit 1; done \
+    && rm /tmp/constraints.txt
 
 # A fixed numeric UID, so Kubernetes can verify runAsNonRoot and fsGroup can grant it the
 # mounted SSH key (mode 0440) and the workspace volume.

@@ -4,17 +4,34 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Helm's engine (the `helm` extra, about 240 MB): for the chart tests only, so `make demo`
+# does without it.
+HELM_STAMP := $(VENV)/.installed-helm
 DEMO_HOME ?= $(CURDIR)/var/demo
 
-.PHONY: demo test lint services ui bench clean
+.PHONY: demo test lint services ui bench clean venv constraints
 
 $(STAMP): pyproject.toml constraints.txt examples/chai/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]' -e examples/chai
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,fits]' -e examples/chai
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(HELM_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,helm]'
+	touch $(HELM_STAMP)
+
+# Everything the tests need (what `make test` installs).
+venv: $(STAMP) $(HELM_STAMP)
+
+# Re-resolve the pins after a change of dependencies in pyproject.toml, examples/chai or
+# constraints.in. Versions already in constraints.txt are kept where they still fit; add
+# --upgrade (or --upgrade-package NAME) to move them. The header of constraints.txt repeats
+# the exact command.
+constraints: $(STAMP)
+	$(BIN)/pip-compile --quiet --all-extras --no-emit-find-links --no-emit-index-url \
+	  --output-file=constraints.txt --strip-extras \
+	  constraints.in examples/chai/pyproject.toml pyproject.toml
 
 services:
 	@if [ "$$(id -u)" = "0" ]; then bash scripts/services/up.sh; \
@@ -23,7 +40,7 @@ services:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) services lint
+test: $(HELM_STAMP) services lint
 	. scripts/services/env.sh 2>/dev/null || true; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
@@ -43,7 +60,7 @@ ui: $(STAMP)
 # Benchmarks print JSON; PostgreSQL ones use CCAT_TEST_DATABASE_URL (default: the local server).
 # Each writes bench/results/<name>.json (kept as it was if the benchmark fails), then
 # bench/report.py writes bench/results/REPORT.md. `make bench BENCHES=overhead` runs a subset.
-BENCHES ?= grouping gap_sensor collect overhead definitions_load
+BENCHES ?= grouping gap_sensor collect check overhead definitions_load
 bench: export CCAT_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 bench: $(STAMP)
 	mkdir -p bench/results

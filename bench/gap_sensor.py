@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,8 +38,9 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from bench.machine import describe
 from bench.scratch_db import scratch_postgres_database
-from bench.targets import figure
+from bench.targets import at_most, figure
 from ccat_assets.apply import apply_spec_set, known_objects
 from ccat_assets.catalog import load_catalog
 from ccat_assets.definitions import build_definitions
@@ -319,6 +319,38 @@ def key_figures(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+#: The gap-sensor issue's targets, at this many packages: a steady tick under a second, a tick
+#: after 1,000 new packages under five, and "flat with history": a steady tick with the most
+#: superseded runs per pair measured within ``MAX_HISTORY_GROWTH`` of the one without.
+TARGET_PACKAGES = 100_000
+MAX_STEADY_TICK_S = 1.0
+TARGET_NEW_PACKAGES = 1000
+MAX_NEW_PACKAGES_TICK_S = 5.0
+MAX_HISTORY_GROWTH = 1.5
+
+
+def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The three targets, measured only at ``TARGET_PACKAGES`` (a smaller run measures none)."""
+    at_size = sorted((r for r in results if r["packages"] == TARGET_PACKAGES),
+                     key=lambda r: r["superseded_runs_per_pair"])
+    fresh = at_size[0] if at_size and at_size[0]["superseded_runs_per_pair"] == 0 else None
+    oldest = at_size[-1] if len(at_size) > 1 else None
+    new_tick = next((r["new_packages_tick_s"] for r in at_size
+                     if r["new_packages"] == TARGET_NEW_PACKAGES), None)
+    growth = (round(oldest["steady_tick_s"] / fresh["steady_tick_s"], 2)
+              if fresh and oldest and fresh["steady_tick_s"] > 0 else None)
+    history = oldest["superseded_runs_per_pair"] if oldest else "N"
+    where = f"{TARGET_PACKAGES} packages"
+    return [
+        at_most(f"steady tick (s), {where}", fresh and fresh["steady_tick_s"],
+                MAX_STEADY_TICK_S),
+        at_most(f"tick after {TARGET_NEW_PACKAGES} new packages (s), {where}", new_tick,
+                MAX_NEW_PACKAGES_TICK_S),
+        at_most(f"steady tick with {history} superseded runs/pair over none (x), {where}",
+                growth, MAX_HISTORY_GROWTH),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000",
@@ -327,7 +359,7 @@ def main() -> None:
         "CCAT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
         help="PostgreSQL URL (a schema and a Dagster database of their own are made)")
     parser.add_argument("--new", type=int, default=1000, help="packages arriving at once")
-    parser.add_argument("--history", default="0",
+    parser.add_argument("--history", default="0,3",
                         help="comma-separated superseded runs per pair to measure with")
     parser.add_argument("--dagster-storage", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--repeats", type=int, default=5)
@@ -340,9 +372,9 @@ def main() -> None:
         "benchmark": "gap_sensor", "database": "postgresql",
         "dagster_storage": args.dagster_storage,
         "max_runs_per_tick": get_settings().sensor_max_runs_per_tick,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": describe(),
         "results": results,
-        "targets": [],  # none recorded in docs/
+        "targets": targets(results),
         "figures": key_figures(results),
     }, indent=2))
 

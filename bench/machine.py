@@ -50,9 +50,15 @@ def package_version(name: str) -> str | None:
         return None
 
 
+#: The 1-minute load average when the benchmark started (this module is imported first thing):
+#: read at the end it would count the benchmark's own work.
+LOAD_AT_START = round(os.getloadavg()[0], 2)
+
+
 def describe() -> dict[str, Any]:
     return {
         "cpu_model": cpu_model(), "cpus": os.cpu_count(), "memory_gib": memory_gib(),
         "os": os_name(), "kernel": platform.release(), "architecture": platform.machine(),
         "python": platform.python_version(), "dagster": package_version("dagster"),
+        "load_average_1min_at_start": LOAD_AT_START,
     }

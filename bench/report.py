@@ -50,6 +50,18 @@ def fallback_figures(data: dict[str, Any]) -> list[dict[str, Any]]:
             if isinstance(v, int | float | str | bool) and k != "benchmark"]
 
 
+def busy_machine(data: dict[str, Any]) -> list[str]:
+    """A warning when a result was measured while other work loaded the machine."""
+    theirs = data.get("machine")
+    if not isinstance(theirs, dict):
+        return []
+    load, cpus = theirs.get("load_average_1min_at_start"), theirs.get("cpus") or 1
+    if load is None or load <= cpus / 2:
+        return []
+    return [f"**Warning:** started at a 1-minute load average of {load:g} on {cpus} cores: "
+            "other work shared the machine, so times overstate the cost.", ""]
+
+
 def other_machine(data: dict[str, Any], machine: dict[str, Any]) -> list[str]:
     """A warning when a result was measured on a machine other than the report's."""
     theirs = data.get("machine")
@@ -92,7 +104,7 @@ def benchmark_section(path: Path, data: dict[str, Any] | str,
     stamp = data.get("generated_at") or dt.datetime.fromtimestamp(
         path.stat().st_mtime, dt.UTC).isoformat(timespec="seconds")
     lines = [f"## {path.stem}", "", f"`{path.name}` ({data.get('benchmark', path.stem)}), "
-             f"written {stamp}.", "", *other_machine(data, machine),
+             f"written {stamp}.", "", *other_machine(data, machine), *busy_machine(data),
              *[f"**Warning:** {w}." for w in data.get("warnings") or []],
              *([""] if data.get("warnings") else []), "### Targets", ""]
     targets = data.get("targets") or []

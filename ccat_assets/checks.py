@@ -116,12 +116,17 @@ def _files(session: Session, run: ExecutedReductionStep) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "ops-db run id": run.id, "verified": report.verified,
         "missing": len(report.missing), "mismatched": len(report.mismatched),
+        "fits_checksum_failed": len(report.fits_invalid),
         "freed_by_storage_lifecycle": report.not_on_disk_by_design,
     }
+    if report.fits_unverified:
+        metadata["fits_checksums_not_verified"] = (
+            f"{report.fits_unverified} FITS product(s): astropy is not installed")
     if not report.passed:
         metadata["problems"] = dg.MetadataValue.md(
             _listed([f"missing: {m}" for m in report.missing]
-                    + [f"mismatch: {m}" for m in report.mismatched]))
+                    + [f"mismatch: {m}" for m in report.mismatched]
+                    + [f"FITS checksum: {m}" for m in report.fits_invalid]))
     return {"passed": report.passed, "severity": ERROR, "metadata": metadata}
 
 

@@ -5,7 +5,9 @@ Inside the container a step sees ``/workflow/input`` (read-only), ``/workflow/wo
 (read-only) and ``/workflow/logs``. Log files are LOG products wherever the contract lets a
 program put them: ``/workflow/logs/`` and the ``logs/`` folder of ``WORKFLOW_OUTPUT_DIR`` (so
 ``workspace/<step>/logs/`` of an intermediate step too); a LOG product is never an input of a
-downstream step. On the host each run has its own directory,
+downstream step. The upstream products a run consumes also appear read-only at
+``/workflow/workspace/<upstream step>/``, where programs written for the seed contract look
+for them (``ccat_assets.upstream_view``). On the host each run has its own directory,
 ``<PIPELINE_BASE_DIR>/<pipeline>/<sub_group_key>/<step>/run-<id>/``, so that a rerun never
 overwrites the files an earlier run recorded as products. ``docs/container_contract.md`` is
 the written spec for container authors.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -95,15 +98,23 @@ class RunLayout:
         for sub in OUTPUT_TYPES:
             (self.output_dir / sub).mkdir(parents=True, exist_ok=True)
 
-    def binds(self) -> list[tuple[Path, PurePosixPath, bool]]:
-        """(host, container, read_only) for every contract directory."""
-        return [
+    def binds(self, upstream_steps: Sequence[str] = ()) -> list[tuple[Path, PurePosixPath, bool]]:
+        """(host, container, read_only) for every contract directory.
+
+        ``upstream_steps`` adds ``workspace/<upstream step>/`` read-only over itself, after
+        the writable workspace bind it lies in: the seed contract's view of the upstream
+        intermediates (``ccat_assets.upstream_view``), which the program must not change.
+        """
+        binds = [
             (self.input_dir, CONTAINER_ROOT / "input", True),
             (self.workspace_root, CONTAINER_ROOT / "workspace", False),
             (self.output_dir, CONTAINER_ROOT / "output", False),
             (self.config_dir, CONTAINER_ROOT / "config", True),
             (self.logs_dir, CONTAINER_ROOT / "logs", False),
         ]
+        binds += [(self.workspace_root / step, CONTAINER_ROOT / "workspace" / step, True)
+                  for step in upstream_steps]
+        return binds
 
 
 class PathMap:

@@ -40,6 +40,7 @@ from ccat_assets.paths import join_inside, link_or_copy
 from ccat_assets.queued_rows import drop_placeholders, failures, lock_step, take_placeholder
 from ccat_assets.staging_types import StagerFactory
 from ccat_assets.storage_lifecycle import freed_products
+from ccat_assets.upstream_view import build_view
 
 Log = Callable[[str], None]
 
@@ -350,6 +351,9 @@ def stage_run(
             staged = services.stager_factory(session, location).stage_packages(
                 packages, layout.raw_input_dir)
             product_paths = _link_products(inputs, layout)
+            upstream_steps = build_view(
+                layout, [up.name for up in inputs.step.depends_on], inputs.upstream,
+                inputs.subgroup.key)
             paths = PathMap(layout, services.runtime.in_container)
             manifest = build_manifest(
                 inputs=inputs, run_id=run_id, dagster_run_id=dagster_run_id,
@@ -362,9 +366,9 @@ def stage_run(
                 sub_group_key=inputs.subgroup.key, run_id=run_id,
                 cpu=int(resources.get("cpu", 1)))}
             argv, process_env = services.runtime.command(
-                argv=list(inputs.config.command_template), env=env, binds=layout.binds(),
-                image=inputs.version.image_ref, gpu=int(resources.get("gpu", 0)),
-                workdir=layout.workspace_dir)
+                argv=list(inputs.config.command_template), env=env,
+                binds=layout.binds(upstream_steps), image=inputs.version.image_ref,
+                gpu=int(resources.get("gpu", 0)), workdir=layout.workspace_dir)
             run.execution_command = argv
             spec = JobSpec(
                 name=job_name(inputs.pipeline.name, inputs.step.name, run_id, layout.root),
@@ -392,7 +396,8 @@ def record_submission(services: ExecutionServices, job_ids: dict[int, str]) -> N
 
 
 def _link_products(inputs: RunInputs, layout: RunLayout) -> dict[int, Path]:
-    """Hard-link upstream products into ``input/products/<step>/<sub_group>/<path>``."""
+    """Hard-link upstream products into ``input/products/<step>/<sub_group>/<path>`` (the
+    manifest's paths; ``build_view`` then presents them where seed programs look)."""
     linked: dict[int, Path] = {}
     for product in inputs.upstream:
         if not product.path.is_file():

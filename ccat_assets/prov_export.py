@@ -1,32 +1,40 @@
-"""A product's lineage as W3C PROV-JSON (https://www.w3.org/submissions/prov-json/).
+"""A product's lineage as a W3C PROV document (``prov`` package), written as PROV-JSON,
+PROV-N or a Graphviz DOT picture.
 
-Entities are the raw packages (as collections of their raw files), the raw files and the data
-products, all with checksums; activities are the runs, with times, status and the exact
-command (argv as a JSON string: PROV attribute lists are unordered sets); agents are the
-software versions with their images and digests. Relations: ``used`` (run -> its raw packages
-and upstream products), ``wasGeneratedBy``, ``wasAssociatedWith`` (run -> software) and
-``wasDerivedFrom`` (product -> each input of its run), plus ``hadMember`` (package -> file).
+The document is built with the ``prov`` model rather than by hand, so every output is one
+the PROV tools read back (``prov.read``), and the three formats cannot disagree.
 
-Written by hand from the lineage graph so the running system needs no PROV library; the
-tests load every export with the ``prov`` package to keep it honest.
+- Entities: the raw packages (``prov:Collection`` of their raw files, ``hadMember``), the raw
+  files and the data products, all with checksums; each product's copies are its
+  ``prov:location`` values, as URIs (``file://`` or the location's storage URI). The step
+  config of each run is an entity of type ``prov:Plan`` with its parameters.
+- Activities: the runs, with times, status and the exact command (argv as a JSON string:
+  PROV attribute values are unordered sets, an argv is not).
+- Agents: the software versions (``prov:SoftwareAgent``: image, digest, repository), and the
+  person who created the pipeline (``prov:Person``), when the spec names one.
+- Relations: ``used`` (run -> its raw packages and upstream products), ``wasGeneratedBy``,
+  ``wasDerivedFrom`` (product -> each input of its run), ``wasInformedBy`` (run -> the runs
+  whose products it used), ``wasAssociatedWith`` (run -> software, with the config as plan;
+  run -> pipeline creator), ``actedOnBehalfOf`` (software -> creator, for that run) and
+  ``wasAttributedTo`` (product -> creator).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from typing import Any
 
-from ccat_assets.provenance.graph import LineageGraph, ProductNode, RunNode
+from prov.identifier import Identifier, Namespace
+from prov.model import PROV, ProvDocument
+
+from ccat_assets.provenance.graph import ConfigNode, LineageGraph, ProductNode, RunNode
 
 #: Namespace of the workflow manager's identifiers and attributes.
 CCAT_NAMESPACE = "https://ccatobservatory.org/ns/workflow-manager#"
-PREFIXES = {"ccat": CCAT_NAMESPACE, "xsd": "http://www.w3.org/2001/XMLSchema#"}
-
-
-def _qname(value: str) -> dict[str, str]:
-    return {"$": value, "type": "prov:QUALIFIED_NAME"}
+CCAT = Namespace("ccat", CCAT_NAMESPACE)
+#: The formats ``ccat-wm lineage --format`` writes with this module.
+FORMATS = ("prov-json", "provn", "dot")
 
 
 def _safe(text: str) -> str:
@@ -53,106 +61,133 @@ def software_id(name: str, version: str) -> str:
     return f"ccat:software-{_safe(name)}-{_safe(version)}"
 
 
-def _time(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def config_id(cid: int) -> str:
+    return f"ccat:config-{cid}"
 
 
-def _drop_none(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if v is not None}
+def person_id(username: str) -> str:
+    return f"ccat:person-{_safe(username)}"
 
 
-class _Relations:
-    """Blank-node ids for relation records, unique within one document."""
-
-    def __init__(self) -> None:
-        self.counter = 0
-
-    def add(self, document: dict[str, Any], kind: str, record: dict[str, Any]) -> None:
-        self.counter += 1
-        document.setdefault(kind, {})[f"_:{kind}{self.counter}"] = record
+def _attrs(**values: Any) -> dict[str, Any]:
+    """``ccat:`` attributes, leaving out the unknown (``None``) ones."""
+    return {f"ccat:{k}": v for k, v in values.items() if v is not None}
 
 
-def to_prov_json(graph: LineageGraph) -> dict[str, Any]:
-    """The PROV-JSON document (a dict; ``json.dumps`` it) of ``graph``."""
-    doc: dict[str, Any] = {"prefix": dict(PREFIXES)}
-    rel = _Relations()
-    _agents(doc, graph)
-    _raw(doc, rel, graph)
-    for product in graph.products.values():
-        _product(doc, rel, product, graph)
-    for run in graph.runs.values():
-        _activity(doc, rel, run, graph)
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def to_prov_document(graph: LineageGraph) -> ProvDocument:
+    """The PROV document of ``graph``."""
+    doc = ProvDocument()
+    doc.add_namespace(CCAT)
+    for sw in sorted(graph.software.values(), key=lambda s: s.id):
+        doc.agent(software_id(sw.name, sw.version), {
+            PROV["type"]: PROV["SoftwareAgent"], PROV["label"]: f"{sw.name} {sw.version}",
+            **_attrs(software=sw.name, version=sw.version, image=sw.image,
+                     imageDigest=sw.digest,
+                     repository=Identifier(sw.repository) if sw.repository else None),
+        })
+    for person in sorted({r.created_by for r in graph.runs.values() if r.created_by}):
+        doc.agent(person_id(person), {PROV["type"]: PROV["Person"], PROV["label"]: person,
+                                      **_attrs(username=person)})
+    for config in sorted(graph.configs.values(), key=lambda c: c.id):
+        _plan(doc, config)
+    _raw(doc, graph)
+    for product in sorted(graph.products.values(), key=lambda p: p.id):
+        _product(doc, product, graph)
+    for run in sorted(graph.runs.values(), key=lambda r: r.id):
+        _activity(doc, run, graph)
     return doc
 
 
-def dumps(graph: LineageGraph) -> str:
-    return json.dumps(to_prov_json(graph), indent=2, sort_keys=True)
+def to_prov_json(graph: LineageGraph) -> dict[str, Any]:
+    """The PROV-JSON document of ``graph`` as a dict."""
+    return json.loads(to_prov_document(graph).serialize(format="json"))
 
 
-def _agents(doc: dict[str, Any], graph: LineageGraph) -> None:
-    for sw in graph.software.values():
-        doc.setdefault("agent", {})[software_id(sw.name, sw.version)] = _drop_none({
-            "prov:type": _qname("prov:SoftwareAgent"),
-            "prov:label": f"{sw.name} {sw.version}",
-            "ccat:software": sw.name, "ccat:version": sw.version, "ccat:image": sw.image,
-            "ccat:imageDigest": sw.digest,
-        })
+def dumps(graph: LineageGraph, fmt: str = "prov-json") -> str:
+    """``graph`` as text in one of :data:`FORMATS`."""
+    doc = to_prov_document(graph)
+    if fmt == "prov-json":
+        return json.dumps(json.loads(doc.serialize(format="json")), indent=2, sort_keys=True)
+    if fmt == "provn":
+        return doc.get_provn()
+    if fmt == "dot":
+        from prov.dot import prov_to_dot  # imports pydot and networkx: only when drawing
+
+        return str(prov_to_dot(doc).to_string())
+    raise ValueError(f"unknown PROV format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def _raw(doc: dict[str, Any], rel: _Relations, graph: LineageGraph) -> None:
-    entities = doc.setdefault("entity", {})
-    for package in graph.raw_packages.values():
-        entities[package_id(package.id)] = {
-            "prov:type": _qname("prov:Collection"), "prov:label": package.name,
-            "ccat:kind": "RawDataPackage", "ccat:checksum": package.checksum,
-            "ccat:sizeBytes": package.size_bytes, "ccat:relativePath": package.relative_path,
-        }
-        for f in package.files:
-            entities[file_id(f.id)] = {
-                "prov:label": f.relative_path, "ccat:kind": "RawDataFile",
-                "ccat:checksum": f.checksum, "ccat:sizeBytes": f.size_bytes,
-            }
-            rel.add(doc, "hadMember", {"prov:collection": package_id(package.id),
-                                       "prov:entity": file_id(f.id)})
-
-
-def _product(doc: dict[str, Any], rel: _Relations, product: ProductNode,
-             graph: LineageGraph) -> None:
-    doc.setdefault("entity", {})[product_id(product.id)] = _drop_none({
-        "prov:label": product.relative_path, "ccat:kind": "DataProduct",
-        "ccat:productType": product.product_type, "ccat:format": product.format,
-        "ccat:checksum": product.checksum, "ccat:sizeBytes": product.size_bytes,
-        "ccat:createdAt": _time(product.created_at),
+def _plan(doc: ProvDocument, config: ConfigNode) -> None:
+    doc.entity(config_id(config.id), {
+        PROV["type"]: PROV["Plan"], PROV["label"]: config.name,
+        **_attrs(kind="ReductionStepConfig", configName=config.name,
+                 configHash=config.content_hash, parameters=_json(config.parameters),
+                 resourceRequirements=_json(config.resource_requirements)),
     })
+
+
+def _raw(doc: ProvDocument, graph: LineageGraph) -> None:
+    for package in sorted(graph.raw_packages.values(), key=lambda p: p.id):
+        collection = doc.collection(package_id(package.id), {
+            PROV["label"]: package.name,
+            **_attrs(kind="RawDataPackage", checksum=package.checksum,
+                     sizeBytes=package.size_bytes, relativePath=package.relative_path),
+        })
+        for f in package.files:
+            doc.entity(file_id(f.id), {
+                PROV["label"]: f.relative_path,
+                **_attrs(kind="RawDataFile", checksum=f.checksum, sizeBytes=f.size_bytes),
+            })
+            doc.membership(collection, file_id(f.id))
+
+
+def _product(doc: ProvDocument, product: ProductNode, graph: LineageGraph) -> None:
+    attributes: list[tuple[Any, Any]] = [
+        (PROV["label"], product.relative_path),
+        *_attrs(kind="DataProduct", productType=product.product_type, format=product.format,
+                checksum=product.checksum, sizeBytes=product.size_bytes,
+                createdAt=product.created_at).items(),
+    ]
+    # A product may have copies at several locations: prov:location takes several values.
+    attributes += [(PROV["location"], Identifier(c.uri)) for c in product.copies if c.uri]
+    doc.entity(product_id(product.id), attributes)
     run = graph.runs[product.run_id]
-    rel.add(doc, "wasGeneratedBy", _drop_none({
-        "prov:entity": product_id(product.id), "prov:activity": run_id(run.id),
-        "prov:time": _time(run.finished_at)}))
+    doc.generation(product_id(product.id), run_id(run.id), run.finished_at)
     inputs = [product_id(p) for p in run.input_product_ids]
     inputs += [package_id(r) for r in run.input_raw_data_package_ids]
     for used in inputs:
-        rel.add(doc, "wasDerivedFrom", {"prov:generatedEntity": product_id(product.id),
-                                        "prov:usedEntity": used,
-                                        "prov:activity": run_id(run.id)})
+        doc.derivation(product_id(product.id), used, activity=run_id(run.id))
+    if run.created_by:
+        doc.attribution(product_id(product.id), person_id(run.created_by))
 
 
-def _activity(doc: dict[str, Any], rel: _Relations, run: RunNode,
-              graph: LineageGraph) -> None:
-    doc.setdefault("activity", {})[run_id(run.id)] = _drop_none({
-        "prov:label": f"{run.pipeline}/{run.step} {run.sub_group_key}",
-        "prov:startTime": _time(run.started_at), "prov:endTime": _time(run.finished_at),
-        "ccat:pipeline": run.pipeline, "ccat:step": run.step,
-        "ccat:subGroupKey": run.sub_group_key, "ccat:status": run.status,
-        "ccat:command": json.dumps(list(run.command)),
-        "ccat:config": run.config_name, "ccat:configHash": run.config_hash,
-        "ccat:dagsterRunId": run.dagster_run_id, "ccat:hpcBackend": run.hpc_backend,
-        "ccat:hpcJobId": run.hpc_job_id, "ccat:containerRuntime": run.container_runtime,
+def _activity(doc: ProvDocument, run: RunNode, graph: LineageGraph) -> None:
+    doc.activity(run_id(run.id), run.started_at, run.finished_at, {
+        PROV["label"]: f"{run.pipeline}/{run.step} {run.sub_group_key}",
+        **_attrs(pipeline=run.pipeline, step=run.step, subGroupKey=run.sub_group_key,
+                 status=run.status, command=json.dumps(list(run.command)),
+                 config=run.config_name, configHash=run.config_hash,
+                 dagsterRunId=run.dagster_run_id, hpcBackend=run.hpc_backend,
+                 hpcJobId=run.hpc_job_id, containerRuntime=run.container_runtime),
     })
+    plan = config_id(run.config_id) if run.config_id in graph.configs else None
     sw = graph.software.get(run.software_version_id)
     if sw is not None:
-        rel.add(doc, "wasAssociatedWith", {"prov:activity": run_id(run.id),
-                                           "prov:agent": software_id(sw.name, sw.version)})
+        doc.association(run_id(run.id), software_id(sw.name, sw.version), plan)
+    if run.created_by:
+        doc.association(run_id(run.id), person_id(run.created_by))
+        if sw is not None:
+            doc.delegation(software_id(sw.name, sw.version), person_id(run.created_by),
+                           run_id(run.id))
     for pid in run.input_product_ids:
-        rel.add(doc, "used", {"prov:activity": run_id(run.id), "prov:entity": product_id(pid)})
+        doc.usage(run_id(run.id), product_id(pid))
     for rid in run.input_raw_data_package_ids:
-        rel.add(doc, "used", {"prov:activity": run_id(run.id), "prov:entity": package_id(rid)})
+        doc.usage(run_id(run.id), package_id(rid))
+    informants = sorted({graph.products[pid].run_id for pid in run.input_product_ids
+                         if pid in graph.products})
+    for informant in informants:
+        doc.communication(run_id(run.id), run_id(informant))

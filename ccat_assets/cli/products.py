@@ -12,6 +12,7 @@ import click
 
 from ccat_assets.cli.common import echo_json, opsdb_session
 from ccat_assets.opsdb import DataProductType
+from ccat_assets.prov_export import FORMATS as PROV_FORMATS
 from ccat_assets.prov_export import dumps as prov_dumps
 from ccat_assets.provenance import (
     UnknownPackage,
@@ -74,8 +75,10 @@ def products(pipeline: str | None, step: str | None, sub_group: str | None,
 @click.argument("product_id", type=int, required=False)
 @click.option("--raw", "raw_package", metavar="PACKAGE",
               help="Reverse: every product made from this raw package (id or name).")
-@click.option("--format", "fmt", type=click.Choice(["tree", "json", "prov-json"]),
-              default="tree", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["tree", "json", *PROV_FORMATS]),
+              default="tree", show_default=True,
+              help="tree or json (this tool's), or W3C PROV: prov-json, provn, or dot "
+                   "(Graphviz text: pipe it to `dot -Tpng` for a picture).")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--no-files", is_flag=True, help="Leave raw files out of the tree/exports.")
 def lineage(product_id: int | None, raw_package: str | None, fmt: str, as_json: bool,
@@ -88,8 +91,8 @@ def lineage(product_id: int | None, raw_package: str | None, fmt: str, as_json: 
     with opsdb_session() as session:
         try:
             if raw_package is not None:
-                if fmt == "prov-json":
-                    raise click.UsageError("--format prov-json needs a PRODUCT_ID")
+                if fmt in PROV_FORMATS:
+                    raise click.UsageError(f"--format {fmt} needs a PRODUCT_ID")
                 _reverse(products_using(session, resolve_package(session, raw_package)),
                          fmt == "json")
                 return
@@ -97,8 +100,8 @@ def lineage(product_id: int | None, raw_package: str | None, fmt: str, as_json: 
             ancestry = raw_ancestry(session, product_id) if fmt == "json" else []
         except (UnknownProduct, UnknownPackage) as exc:
             raise click.ClickException(str(exc)) from exc
-    if fmt == "prov-json":
-        click.echo(prov_dumps(graph))
+    if fmt in PROV_FORMATS:
+        click.echo(prov_dumps(graph, fmt))
     elif fmt == "json":
         echo_json({**graph.to_json(), "raw_ancestry": ancestry})
     else:

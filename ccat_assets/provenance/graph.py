@@ -8,9 +8,11 @@ plain values (no ORM objects) so that renderers need no session.
 from __future__ import annotations
 
 import datetime as dt
+import posixpath
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -29,6 +31,7 @@ from ccat_assets.opsdb import (
     ReductionSoftwareVersion,
     ReductionStep,
     ReductionStepConfig,
+    User,
     run_input_data_product,
     run_input_raw_data_package,
 )
@@ -44,6 +47,23 @@ class CopyInfo:
     status: str
     path: str
     deleted_at: dt.datetime | None
+    uri: str = ""
+
+
+def copy_uri(path: str, base_path: str, host: str | None) -> str:
+    """Where a copy is, as a URI a PROV consumer can follow.
+
+    A location whose ``base_path`` is itself a URI (``s3://bucket/prefix``) is the configured
+    storage URI and relative paths are joined to it; otherwise the copy is a file, on
+    ``host`` when the location has one (``file://host/path``, RFC 8089) or on this
+    filesystem (``file:///path``).
+    """
+    if "://" in path:
+        return path
+    if "://" in base_path:
+        return f"{base_path.rstrip('/')}/{quote(path.lstrip('/'))}"
+    full = path if path.startswith("/") else posixpath.join(base_path, path)
+    return f"file://{host or ''}{quote(posixpath.normpath(full))}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,8 @@ class RunNode:
     software_version_id: int
     config_name: str
     config_hash: str
+    config_id: int
+    created_by: str | None
     dagster_run_id: str | None
     hpc_backend: str | None
     hpc_job_id: str | None
@@ -107,6 +129,19 @@ class SoftwareNode:
     version: str
     image: str
     digest: str | None
+    repository: str | None = None
+
+
+@dataclass(frozen=True)
+class ConfigNode:
+    """A step's immutable configuration: what a run was told to do (its PROV plan)."""
+
+    id: int
+    name: str
+    content_hash: str
+    parameters: dict[str, Any]
+    environment_variables: dict[str, str]
+    resource_requirements: dict[str, Any]
 
 
 @dataclass
@@ -118,6 +153,7 @@ class LineageGraph:
     runs: dict[int, RunNode] = field(default_factory=dict)
     raw_packages: dict[int, RawPackageNode] = field(default_factory=dict)
     software: dict[int, SoftwareNode] = field(default_factory=dict)
+    configs: dict[int, ConfigNode] = field(default_factory=dict)
 
     def run_of(self, product_id: int) -> RunNode:
         return self.runs[self.products[product_id].run_id]
@@ -132,6 +168,7 @@ class LineageGraph:
             "runs": rows(self.runs.values()),
             "raw_data_packages": rows(self.raw_packages.values()),
             "software": rows(self.software.values()),
+            "configs": rows(self.configs.values()),
         }
 
 
@@ -168,19 +205,22 @@ def load_lineage(session: Session, product_id: int, *, with_files: bool = True) 
     raw_ids = {rid for run in graph.runs.values() for rid in run.input_raw_data_package_ids}
     _load_raw(session, graph, raw_ids, with_files)
     _load_software(session, graph, {r.software_version_id for r in graph.runs.values()})
+    _load_configs(session, graph, {r.config_id for r in graph.runs.values()})
     return graph
 
 
 def _load_products(session: Session, graph: LineageGraph, ids: Collection[int]) -> None:
     # Plain columns, not ORM entities: a map of 10,000 packages has 20,000 ancestors.
     copies: dict[int, list[CopyInfo]] = {}
-    for pid, name, status, path, deleted_at in session.execute(
+    for pid, name, status, path, deleted_at, base_path, host in session.execute(
         sa.select(PhysicalCopy.data_product_id, DataLocation.name, PhysicalCopy.status,
-                  PhysicalCopy.path, PhysicalCopy.deleted_at)
+                  PhysicalCopy.path, PhysicalCopy.deleted_at, DataLocation.base_path,
+                  DataLocation.host)
         .join(DataLocation, DataLocation.id == PhysicalCopy.data_location_id)
         .where(_in(session, PhysicalCopy.data_product_id, ids)).order_by(PhysicalCopy.id)
     ):
-        copies.setdefault(pid, []).append(CopyInfo(name, str(status), path, deleted_at))
+        copies.setdefault(pid, []).append(CopyInfo(name, str(status), path, deleted_at,
+                                                   copy_uri(path, base_path, host)))
     p = DataProduct
     for row in session.execute(
         sa.select(p.id, p.executed_reduction_step_id, p.name, p.relative_path,
@@ -228,18 +268,20 @@ def _load_runs(session: Session, graph: LineageGraph, ids: Collection[int]) -> N
                   ers.execution_command, ers.reduction_software_version_id,
                   ers.dagster_run_id, ers.hpc_backend, ers.hpc_job_id, ers.container_runtime,
                   ReductionStep.name, Pipeline.name, ReductionStepConfig.name,
-                  ReductionStepConfig.content_hash)
+                  ReductionStepConfig.content_hash, ReductionStepConfig.id, User.username)
         .join(ReductionStep, ReductionStep.id == ers.reduction_step_id)
         .join(Pipeline, Pipeline.id == ReductionStep.pipeline_id)
+        .outerjoin(User, User.id == Pipeline.created_by_user_id)
         .join(ReductionStepConfig, ReductionStepConfig.id == ers.reduction_step_config_id)
         .where(_in(session, ers.id, ids)))
     for (rid, key, status, started, finished, command, version_id, dagster_id, backend,
-         job_id, runtime, step, pipeline, config_name, config_hash) in rows:
+         job_id, runtime, step, pipeline, config_name, config_hash, config_id, creator) in rows:
         graph.runs[rid] = RunNode(
             id=rid, pipeline=pipeline, step=step, sub_group_key=key, status=str(status),
             started_at=started, finished_at=finished, command=tuple(command or ()),
             software_version_id=version_id, config_name=config_name,
-            config_hash=config_hash, dagster_run_id=dagster_id, hpc_backend=backend,
+            config_hash=config_hash, config_id=config_id, created_by=creator,
+            dagster_run_id=dagster_id, hpc_backend=backend,
             hpc_job_id=job_id, container_runtime=runtime,
             input_product_ids=tuple(sorted(inputs.get(rid, ()))),
             input_raw_data_package_ids=tuple(sorted(raw.get(rid, ()))))
@@ -267,10 +309,23 @@ def _load_raw(session: Session, graph: LineageGraph, ids: Collection[int],
 
 def _load_software(session: Session, graph: LineageGraph, ids: Collection[int]) -> None:
     v = ReductionSoftwareVersion
-    for vid, version, image, digest, name in session.execute(
-        sa.select(v.id, v.version, v.image_ref, v.digest, ReductionSoftware.name)
+    for vid, version, image, digest, name, repository in session.execute(
+        sa.select(v.id, v.version, v.image_ref, v.digest, ReductionSoftware.name,
+                  ReductionSoftware.github_repo_url)
         .join(ReductionSoftware, ReductionSoftware.id == v.reduction_software_id)
         .where(_in(session, v.id, ids))
     ):
         graph.software[vid] = SoftwareNode(id=vid, name=name, version=version, image=image,
-                                           digest=digest)
+                                           digest=digest, repository=repository)
+
+
+def _load_configs(session: Session, graph: LineageGraph, ids: Collection[int]) -> None:
+    c = ReductionStepConfig
+    for cid, name, content_hash, params, env, resources in session.execute(
+        sa.select(c.id, c.name, c.content_hash, c.config_parameters, c.environment_variables,
+                  c.resource_requirements)
+        .where(_in(session, c.id, ids))
+    ):
+        graph.configs[cid] = ConfigNode(
+            id=cid, name=name, content_hash=content_hash, parameters=dict(params or {}),
+            environment_variables=dict(env or {}), resource_requirements=dict(resources or {}))

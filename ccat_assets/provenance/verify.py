@@ -2,6 +2,10 @@
 
 - every file recorded as being on disk at the processing location exists there with its
   recorded size and checksum (copies the storage lifecycle deleted are not expected);
+- a FITS product's own checksums (the CHECKSUM/DATASUM cards a program writes with
+  ``writeto(..., checksum=True)``) match its header and data: this also catches a file
+  damaged before it was collected, which the recorded sha256 cannot
+  (``ccat_assets.fits_integrity``);
 - a final step recorded at least one SCIENCE product;
 - the quality metrics products reported in their sidecars are within the step config's
   ``quality_thresholds`` (``{metric: {min, max, severity}}``; severity ``warn`` unless
@@ -19,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ccat_assets.collect import checksums
+from ccat_assets.fits_integrity import FitsVerificationUnavailable, fits_checksum_problems, is_fits
 from ccat_assets.opsdb import (
     DataProduct,
     DataProductType,
@@ -42,10 +47,14 @@ class FileReport:
     not_on_disk_by_design: int = 0
     missing: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    #: FITS products whose CHECKSUM/DATASUM cards do not match, with astropy's reason.
+    fits_invalid: list[str] = field(default_factory=list)
+    #: FITS products whose checksums could not be verified (no astropy): never a pass.
+    fits_unverified: int = 0
 
     @property
     def passed(self) -> bool:
-        return not self.missing and not self.mismatched
+        return not self.missing and not self.mismatched and not self.fits_invalid
 
 
 @dataclass(frozen=True)
@@ -122,13 +131,27 @@ def verify_files(session: Session, run_id: int) -> FileReport:
             on_disk.append((copy, rel, path, checksum))
     actual = checksums([p for _c, _r, p, _s in on_disk])
     now = utcnow()
-    for (copy, rel, _path, recorded), found in zip(on_disk, actual, strict=True):
+    for (copy, rel, path, recorded), found in zip(on_disk, actual, strict=True):
+        fits_ok = _verify_fits(report, rel, path)
         if found != recorded:
             report.mismatched.append(f"{rel} (checksum {found}, recorded {recorded})")
-        else:
+        elif fits_ok:
             copy.verified_at = now
             report.verified += 1
     return report
+
+
+def _verify_fits(report: FileReport, rel: str, path: Path) -> bool:
+    """Check a FITS product's own checksums into ``report``; True if nothing is wrong."""
+    if not is_fits(path):
+        return True
+    try:
+        problems = fits_checksum_problems(path)
+    except FitsVerificationUnavailable:
+        report.fits_unverified += 1
+        return True
+    report.fits_invalid += [f"{rel}: {problem}" for problem in problems]
+    return not problems
 
 
 def science_count(session: Session, run_id: int) -> int:

@@ -2,10 +2,12 @@
 the staging example, its values pass values.schema.json, and the names shared between our
 templates and the `dagster:` values agree.
 
-How it renders: with the stand-in engine of tests/deploy/gotemplate.py (no Helm binary can
-be installed here; test_deploy_chart_helm.py compares it with a real Helm engine where one
-is available). The dagster dependency is not rendered (its repository is out of reach), so
-its values are checked for the structure our deployment relies on, not by its own schema.
+How it renders: with Helm's own engine (tests/deploy/chart.py). Objects are validated against
+the Kubernetes OpenAPI schemas of ``kubernetes-validate`` in strict mode (no API server runs
+here, so this stands where ``kubectl apply --dry-run=server`` would), values against
+values.schema.json with ``jsonschema`` and with Helm's validator. The dagster dependency is not
+rendered (it is fetched from its chart repository, not kept here), so its values are checked
+for the structure our deployment relies on, not by its own schema.
 """
 
 from __future__ import annotations
@@ -16,17 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import dagster
+import jsonschema
+import kubernetes
+import kubernetes_validate
 import pytest
 import yaml
 
 from ccat_assets.settings import Settings
-from tests.deploy import chart, k8s_objects, values_schema
-from tests.deploy.gotemplate import TemplateError
+from tests.deploy import chart
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((chart.CHART / "values.schema.json").read_text())
 CASES = {"default": (), "staging": (chart.STAGING,)}
 Case = tuple[dict[str, Any], chart.Rendered]
+#: The Kubernetes API the objects must be valid for: the one the ``kubernetes`` client that
+#: the kubernetes backend uses was generated from (client 36.x speaks Kubernetes 1.36).
+KUBERNETES_VERSION = "1.{}".format(kubernetes.__version__.split(".")[0])
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -39,41 +48,72 @@ def settings_data(rendered: chart.Rendered, vals: dict[str, Any]) -> dict[str, s
     return rendered.one("ConfigMap", vals["settings"]["configMapName"])["data"]
 
 
+def schema_errors(vals: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dotted path, message) of every values.schema.json violation, by ``jsonschema``."""
+    validator = jsonschema.Draft7Validator(SCHEMA)
+    return [(".".join(str(p) for p in error.absolute_path), error.message)
+            for error in validator.iter_errors(vals)]
+
+
+def kubernetes_problems(obj: dict[str, Any]) -> list[str]:
+    """Everything the API server would reject in ``obj``; empty when it is valid.
+
+    The OpenAPI schemas (strict: no unknown fields) check fields, types and required
+    fields; they say nothing about names, so the DNS-1123 rule for object names and the
+    rule for label values are checked here.
+    """
+    found = []
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        found.append(f"{'.'.join(str(p) for p in exc.path) or '(root)'}: {exc.message}")
+    except kubernetes_validate.SchemaNotFoundError as exc:
+        found.append(exc.message)
+    name = obj["metadata"].get("name", "")
+    if not DNS_SUBDOMAIN.match(name):
+        found.append(f"metadata.name {name!r} is not a DNS-1123 name")
+    for key, value in (obj["metadata"].get("labels") or {}).items():
+        if not isinstance(value, str) or not LABEL_VALUE.match(value):
+            found.append(f"label {key}={value!r} is not a valid label value")
+    return found
+
+
 def test_values_pass_the_schema(case: Case) -> None:
     vals, _ = case
-    assert values_schema.errors(vals, SCHEMA) == []
-    try:
-        import jsonschema
-    except ImportError:
-        return
     jsonschema.Draft7Validator.check_schema(SCHEMA)
-    jsonschema.Draft7Validator(SCHEMA).validate(vals)
+    assert schema_errors(vals) == []
+    assert chart.schema_problems(vals) == ""
 
 
-def test_schema_uses_only_keywords_the_checker_knows() -> None:
-    assert values_schema.keywords_used(SCHEMA) <= values_schema.KEYWORDS
-
-
-@pytest.mark.parametrize(("override", "expected"), [
-    ({"hpcBackend": "pbs"}, "hpcBackend"),
-    ({"opsDb": {"create": True}}, "opsDb.url"),
-    ({"image": {"tag": "latest"}}, "image.tag"),
-    ({"slurm": {"ssh": {"create": True}}}, "slurm.ssh"),
-    ({"workspace": {"mountPath": "data"}}, "workspace.mountPath"),
-    ({"settings": {"extraEnv": {"PATH": "/tmp"}}}, "settings.extraEnv.PATH"),
-    ({"serviceAccount": {"name": "Runner_1"}}, "serviceAccount.name"),
-    ({"replicas": 2}, "replicas: unknown key"),
+@pytest.mark.parametrize(("override", "path", "message", "helm_says"), [
+    ({"hpcBackend": "pbs"}, "hpcBackend", "is not one of", "'/hpcBackend'"),
+    ({"opsDb": {"create": True}}, "opsDb.url", "does not match", "'/opsDb/url'"),
+    ({"image": {"tag": "latest"}}, "image.tag", "should not be valid", "'/image/tag'"),
+    ({"slurm": {"ssh": {"create": True}}}, "slurm.ssh.knownHosts", "non-empty",
+     "'/slurm/ssh/knownHosts'"),
+    ({"workspace": {"mountPath": "data"}}, "workspace.mountPath", "does not match",
+     "'/workspace/mountPath'"),
+    ({"settings": {"extraEnv": {"PATH": "/tmp"}}}, "settings.extraEnv", "'PATH' does not match",
+     "invalid propertyName 'PATH'"),
+    ({"serviceAccount": {"name": "Runner_1"}}, "serviceAccount.name", "does not match",
+     "'/serviceAccount/name'"),
+    ({"replicas": 2}, "", "('replicas' was unexpected)", "additional properties 'replicas'"),
 ])
-def test_schema_rejects_bad_values(override: dict[str, Any], expected: str) -> None:
-    found = values_schema.errors(chart.values(overrides=override), SCHEMA)
-    assert any(expected in message for message in found), found
+def test_schema_rejects_bad_values(override: dict[str, Any], path: str, message: str,
+                                   helm_says: str) -> None:
+    vals = chart.values(overrides=override)
+    found = schema_errors(vals)
+    assert any(p == path and message in m for p, m in found), found
+    assert helm_says in chart.schema_problems(vals)
+    with pytest.raises(chart.ChartError, match=re.escape(helm_says)):
+        chart.render(vals)
 
 
 def test_objects_are_valid_kubernetes_objects(case: Case) -> None:
     _, rendered = case
     assert rendered.objects
     for obj in rendered.objects:
-        assert k8s_objects.problems(obj) == [], obj["metadata"]["name"]
+        assert kubernetes_problems(obj) == [], obj["metadata"]["name"]
     keys = [(o["kind"], o["metadata"]["name"]) for o in rendered.objects]
     assert len(keys) == len(set(keys))
 
@@ -193,13 +233,28 @@ def test_ssh_secret_rendered_only_when_asked() -> None:
     assert not chart.render(chart.values()).of_kind("Secret")
 
 
+def test_a_value_the_schema_allows_but_a_template_requires_stops_rendering() -> None:
+    vals = chart.values(overrides={"slurm": {"host": ""}})
+    assert schema_errors(vals) == []
+    with pytest.raises(chart.ChartError, match=re.escape("slurm.host is required")):
+        chart.render(vals)
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ({"opsDb": {"create": True, "url": ""}}, "opsDb.url is required"),
     ({"slurm": {"ssh": {"create": True, "privateKey": "k"}}}, "slurm.ssh.knownHosts"),
 ])
-def test_missing_required_values_stop_rendering(override: dict[str, Any], message: str) -> None:
-    with pytest.raises(TemplateError, match=re.escape(message)):
+def test_missing_required_values_stop_rendering(
+    override: dict[str, Any], message: str, tmp_path: Path,
+) -> None:
+    """The schema stops these first; behind it (``--skip-schema-validation``) the
+    templates' own ``required`` still refuses to render a Secret without its value."""
+    assert schema_errors(chart.values(overrides=override))
+    with pytest.raises(chart.ChartError):
         chart.render(chart.values(overrides=override))
+    unchecked = chart.without_schema(tmp_path)
+    with pytest.raises(chart.ChartError, match=re.escape(message)):
+        chart.render(chart.values(overrides=override, chart=unchecked), chart=unchecked)
 
 
 def backend_permissions() -> set[tuple[str, str]]:

@@ -313,6 +313,111 @@ def test_products_sidecars_and_calibration(chain: dict[str, Any]) -> None:
         assert header["TRX"] == pytest.approx(header["TRUTRX"], rel=0.01)
 
 
+def _axis_values(header, axis: int, n: int) -> np.ndarray:
+    """Values of WCS axis ``axis`` (1-based) at pixels 1..n, in the header's own CUNIT."""
+    pixels = np.arange(1, n + 1)
+    return header[f"CRVAL{axis}"] + (pixels - header[f"CRPIX{axis}"]) * header[f"CDELT{axis}"]
+
+
+def test_wcs_has_units_and_they_are_consistent(chain: dict[str, Any]) -> None:
+    """Every WCS axis states its CUNIT, and the values are in it: converted by CUNIT, the
+    spectral axis of every product is the generator's true velocity axis, the pixel size
+    is the gridding's, and BUNIT parses to the quantity each map holds."""
+    import astropy.units as u
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    truth = chain["truth"]
+    true_kms = truth["center_kms"] + (np.arange(CHANNELS) - truth["line_channel"]) * truth[
+        "velocity_resolution_kms"]
+    spectra_files = [next((o / "science").glob("*.fits")) for o in
+                     (*chain["cal_outs"], *chain["base_outs"])]
+    for path in spectra_files:
+        header = fits.getheader(path, "SPECTRA")
+        assert header["CTYPE1"] == "VRAD" and header["SPECSYS"] == "LSRK"
+        unit = u.Unit(header["CUNIT1"], format="fits")
+        velocity = (_axis_values(header, 1, CHANNELS) * unit).to_value(u.km / u.s)
+        np.testing.assert_allclose(velocity, true_kms, rtol=0, atol=1e-6)
+        assert u.Unit(header["BUNIT"], format="fits") == u.K
+        assert "CUNIT1" not in fits.getheader(path, 0)  # the axis lives on SPECTRA only
+
+    grid = chain["grid_out"]
+    cube = fits.getheader(next((grid / "science").glob("*_cube.fits")))
+    mom0 = fits.getheader(next((grid / "science").glob("*_mom0.fits")))
+    for header, naxis in ((cube, 3), (mom0, 2)):
+        for axis in range(1, naxis + 1):
+            assert f"CUNIT{axis}" in header, (axis, repr(header))
+            u.Unit(header[f"CUNIT{axis}"], format="fits")  # parses as a FITS unit
+        assert WCS(header).world_axis_physical_types[:2] == ["pos.eq.ra", "pos.eq.dec"]
+        pixel = chain["stats"]["pixel_arcsec"]
+        for axis, sign in ((1, -1), (2, 1)):  # RA increases to the left
+            step = header[f"CDELT{axis}"] * u.Unit(header[f"CUNIT{axis}"], format="fits")
+            assert step.to_value(u.arcsec) == pytest.approx(sign * pixel, rel=1e-9)
+    cube_kms = (_axis_values(cube, 3, CHANNELS) * u.Unit(cube["CUNIT3"], format="fits")
+                ).to_value(u.km / u.s)
+    np.testing.assert_allclose(cube_kms, true_kms, rtol=0, atol=1e-6)
+    assert WCS(cube).world_axis_physical_types[2] == "spect.dopplerVeloc.radio"
+    assert cube["RESTFRQ"] == pytest.approx(fits.getheader(spectra_files[0], "SPECTRA")[
+        "RESTFRQ"])
+    assert u.Unit(cube["BUNIT"], format="fits") == u.K
+    assert u.Unit(mom0["BUNIT"], format="fits") == u.K * u.km / u.s
+
+
+def test_velocity_axis_follows_cunit_not_an_assumed_km_per_s() -> None:
+    """The same axis written in km/s (by hand) and in m/s (by WCS.to_header) reads alike."""
+    import astropy.units as u
+    from astropy.io import fits
+    from chai_reduce.spectra import spectral_from_header, spectral_wcs, velocity_axis
+
+    by_hand = fits.Header({"CTYPE1": "VRAD", "CUNIT1": "km/s", "CRPIX1": 1.0, "CRVAL1": -40.0,
+                           "CDELT1": 0.25, "RESTFRQ": 461.04e9, "SPECSYS": "LSRK"})
+    by_wcs = spectral_wcs(-40.0 * u.km / u.s, 250.0 * u.m / u.s, 461.04 * u.GHz).to_header()
+    assert by_wcs["CUNIT1"] == "m/s" and by_wcs["CRVAL1"] == -40000.0
+    expected = (-40.0 + 0.25 * np.arange(8)) * u.km / u.s
+    for header in (by_hand, by_wcs):
+        got = velocity_axis(spectral_from_header(header), 8)
+        assert u.allclose(got, expected, atol=1e-9 * u.km / u.s)
+    with pytest.raises(ValueError, match="not a radio velocity"):
+        spectral_from_header(fits.Header({"CTYPE1": "FREQ", "CUNIT1": "Hz"}))
+
+
+def _all_fits(chain: dict[str, Any]) -> list[Path]:
+    outs = [*chain["cal_outs"], *chain["base_outs"], chain["grid_out"]]
+    return sorted([*chain["archive"].rglob("*.fits"), *(p for o in outs
+                                                         for p in o.rglob("*.fits"))])
+
+
+def test_every_fits_file_carries_verified_checksums(chain: dict[str, Any]) -> None:
+    from astropy.io import fits
+
+    from ccat_assets.fits_integrity import fits_checksum_problems
+
+    files = _all_fits(chain)
+    assert len(files) == SCANS * 3 + SCANS * 2 + 2  # raw hot/cold/sky, cal, base, cube+mom0
+    for path in files:
+        with fits.open(path) as hdul:
+            for hdu in hdul:
+                assert "CHECKSUM" in hdu.header and "DATASUM" in hdu.header, (path, hdu.name)
+        assert fits_checksum_problems(path) == [], path
+
+
+def test_a_corrupted_data_byte_fails_the_integrity_check_clearly(
+        chain: dict[str, Any], tmp_path: Path) -> None:
+    from astropy.io import fits
+
+    from ccat_assets.fits_integrity import fits_checksum_problems
+
+    cube = tmp_path / "cube.fits"
+    shutil.copyfile(next((chain["grid_out"] / "science").glob("*_cube.fits")), cube)
+    with fits.open(cube) as hdul:
+        offset = hdul[0].fileinfo()["datLoc"] + 1001
+    raw = bytearray(cube.read_bytes())
+    raw[offset] ^= 0x01
+    cube.write_bytes(bytes(raw))
+    assert "Datasum verification failed for HDU ('PRIMARY', 1): the data do not match " \
+           "their DATASUM card" in fits_checksum_problems(cube)
+
+
 def test_programs_write_only_to_output_dir(chain: dict[str, Any]) -> None:
     assert chain["sandbox"].leftovers() == []
     assert tree_state(chain["archive"]) == chain["archive_before"]

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from ccat_assets.contract import RunLayout
 from resources.apptainer import (
     PULL_ARGV0,
     PULL_IF_MISSING,
@@ -60,6 +61,26 @@ def test_exact_exec_argv_without_apptainer_installed(monkeypatch: pytest.MonkeyP
         "chai-calibrate", "--fast",
     ]
     assert env == {"PATH": "/usr/bin:/bin", "HOME": "/home/ccat"}  # nothing else leaks
+
+
+def test_upstream_workspace_folders_are_bound_read_only_after_the_workspace() -> None:
+    """The seed contract's ``/workflow/workspace/<upstream step>/``: each upstream folder is
+    bound read-only over itself, after (inside) the writable workspace bind."""
+    root = Path("/data/pipelines/chai/scan=s1/grid/run-9")
+    layout = RunLayout(root=root, step="grid")
+    argv, _ = ApptainerRuntime(Path("/c"), pull_missing=False).command(
+        argv=["p"], env={}, binds=layout.binds(["calibrate", "baseline"]), image="i", gpu=0,
+        workdir=layout.workspace_dir)
+    binds = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--bind"]
+    assert binds == [
+        f"{root}/input:/workflow/input:ro", f"{root}/workspace:/workflow/workspace",
+        f"{root}/output:/workflow/output", f"{root}/config:/workflow/config:ro",
+        f"{root}/logs:/workflow/logs",
+        f"{root}/workspace/calibrate:/workflow/workspace/calibrate:ro",
+        f"{root}/workspace/baseline:/workflow/workspace/baseline:ro",
+    ]
+    assert argv[argv.index("--pwd") + 1] == "/workflow/workspace/grid"
+    assert len(layout.binds()) == 5  # without upstream steps: the contract's five, as before
 
 
 def test_gpu_adds_nv_and_image_comes_from_the_cache() -> None:

@@ -7,15 +7,22 @@ same through Dagster.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import prov
+import pydot
 import pytest
+import sqlalchemy as sa
 from prov.model import (
     ProvActivity,
     ProvAgent,
     ProvAssociation,
+    ProvAttribution,
+    ProvCommunication,
+    ProvDelegation,
     ProvDerivation,
     ProvDocument,
     ProvEntity,
@@ -26,9 +33,11 @@ from prov.model import (
 from sqlalchemy.orm import Session
 
 from ccat_assets.collect import collect_run
-from ccat_assets.opsdb import DataProductType, RunStatus
-from ccat_assets.prov_export import to_prov_json
+from ccat_assets.opsdb import DataProductType, ReductionSoftware, RunStatus
+from ccat_assets.prov_export import dumps as prov_dumps
+from ccat_assets.prov_export import to_prov_document, to_prov_json
 from ccat_assets.provenance import load_lineage, products_using, raw_ancestry, resolve_package
+from ccat_assets.provenance.graph import copy_uri
 from tests.results.kit import ccat, ccat_json, make_run, map_key, package_ids, scan_key, write
 
 
@@ -116,33 +125,104 @@ def test_reverse_marks_superseded_results(session, made: Made, applied, location
     assert pair["run_id"] == run.id
 
 
-def _prov(document: dict) -> ProvDocument:
-    return ProvDocument.deserialize(content=json.dumps(document), format="json")
+def _prov(text: str) -> ProvDocument:
+    """A PROV-JSON output parsed back with the ``prov`` package."""
+    return prov.read(io.StringIO(text), format="json")
 
 
-def test_prov_json_loads_in_prov_with_every_record(session, made: Made) -> None:
-    prov = _prov(to_prov_json(load_lineage(session, made.cube)))
+def _relations(doc: ProvDocument, kind: type) -> set[tuple[str | None, ...]]:
+    """Each ``kind`` record as the tuple of its formal attributes (ids as ``ccat:...``)."""
+    return {tuple(None if v is None else str(v) for _, v in record.formal_attributes)
+            for record in doc.get_records(kind)}
+
+
+def _attributes(doc: ProvDocument, identifier: str) -> dict[str, list[str]]:
+    (record,) = doc.get_record(identifier)
+    out: dict[str, list[str]] = {}
+    for key, value in record.attributes:
+        out.setdefault(str(key), []).append(str(value))
+    return out
+
+
+@pytest.fixture
+def released(session: Session, made: Made) -> Made:
+    """The gridding software with an image digest and a source repository, as in production."""
+    software = session.scalar(sa.select(ReductionSoftware).filter_by(name="test-gridding"))
+    software.github_repo_url = "https://github.com/ccatobs/test-gridding"
+    software.versions[0].digest = "sha256:" + "ab" * 32
+    session.commit()
+    return made
+
+
+def test_prov_document_has_every_record_and_relation(session, released: Made) -> None:
+    made = released
+    graph = load_lineage(session, made.cube)
+    doc = _prov(prov_dumps(graph, "prov-json"))
+    cube, grid = f"ccat:product-{made.cube}", f"ccat:run-{made.runs[-1]}"
+    calibrate_runs = [f"ccat:run-{r}" for r in made.runs[:2]]
 
     def count(kind) -> int:
-        return len(list(prov.get_records(kind)))
+        return len(list(doc.get_records(kind)))
 
-    # 3 products + 2 raw packages + 4 raw files; 3 runs; 2 software versions.
-    assert (count(ProvEntity), count(ProvActivity), count(ProvAgent)) == (9, 3, 2)
+    # 3 products + 2 raw packages + 4 raw files + 2 configs; 3 runs; 2 software + 1 person.
+    assert (count(ProvEntity), count(ProvActivity), count(ProvAgent)) == (11, 3, 3)
     assert count(ProvGeneration) == 3
     assert count(ProvUsage) == 6          # grid: 2 products + 2 packages; calibrate: 1 + 1
-    assert count(ProvAssociation) == 3
     assert count(ProvDerivation) == 6     # cube <- 4 inputs; each calibrated <- 1 package
     assert count(ProvMembership) == 4
-    cube = prov.get_record(f"ccat:product-{made.cube}")[0]
-    attrs = {str(k): v for k, v in cube.attributes}
-    assert str(attrs["ccat:checksum"]).startswith("sha256:")
-    run = prov.get_record(f"ccat:run-{made.runs[-1]}")[0]
+
+    # The grid run used the calibrate runs' products: it was informed by both runs.
+    assert _relations(doc, ProvCommunication) == {(grid, run) for run in calibrate_runs}
+    derived = {used for gen, used, *_ in _relations(doc, ProvDerivation) if gen == cube}
+    assert derived == ({f"ccat:product-{p}" for p in made.calibrated}
+                       | {f"ccat:raw-package-{r}" for r in made.raw})
+    assert (cube, grid) in {(e, a) for e, a, _ in _relations(doc, ProvGeneration)}
+
+    # Each run: its software with the step config as plan, and the pipeline's creator.
+    grid_config = f"ccat:config-{graph.run_of(made.cube).config_id}"
+    associations = _relations(doc, ProvAssociation)
+    assert (grid, "ccat:software-test-gridding-1.0.0", grid_config) in associations
+    assert {a for a in associations if a[1] == "ccat:person-tester"} == {
+        (f"ccat:run-{r}", "ccat:person-tester", None) for r in made.runs}
+    assert ("ccat:software-test-gridding-1.0.0", "ccat:person-tester", grid) in _relations(
+        doc, ProvDelegation)
+    attributed = {(e, a) for e, a in _relations(doc, ProvAttribution)}
+    assert (cube, "ccat:person-tester") in attributed and len(attributed) == 3
+
+    plan = _attributes(doc, grid_config)
+    assert plan["prov:type"] == ["prov:Plan"]
+    assert json.loads(plan["ccat:parameters"][0]) == {"tag": "v1"}
+    person = _attributes(doc, "ccat:person-tester")
+    assert person["prov:type"] == ["prov:Person"]
+    software = _attributes(doc, "ccat:software-test-gridding-1.0.0")
+    assert software["prov:type"] == ["prov:SoftwareAgent"]
+    assert software["ccat:imageDigest"] == ["sha256:" + "ab" * 32]
+    assert software["ccat:repository"] == ["https://github.com/ccatobs/test-gridding"]
+    assert software["ccat:image"] == ["ghcr.io/ccatobs/test-gridding:1.0.0"]
+
+    product = _attributes(doc, cube)
+    assert product["ccat:checksum"][0].startswith("sha256:")
+    copy = graph.products[made.cube].copies[0]
+    assert product["prov:location"] == [Path(copy.path).as_uri()]
+    (run,) = doc.get_record(grid)
     assert run.get_startTime() is not None and run.get_endTime() is not None
-    run_attrs = {str(k): v for k, v in run.attributes}
-    assert json.loads(str(run_attrs["ccat:command"])) == ["prog", "--flag"]
-    assert str(run_attrs["ccat:status"]) == "COMPLETED"
-    agent = prov.get_record("ccat:software-test-gridding-1.0.0")[0]
-    assert {str(k) for k, _ in agent.attributes} >= {"prov:type", "ccat:image"}
+    run_attrs = _attributes(doc, grid)
+    assert json.loads(run_attrs["ccat:command"][0]) == ["prog", "--flag"]
+    assert run_attrs["ccat:status"] == ["COMPLETED"]
+
+
+def test_prov_round_trips(session, released: Made) -> None:
+    """What the export writes reads back into the same document, in PROV-JSON and through
+    the dict that tools get; PROV-N (which ``prov`` writes but does not read) states the
+    same relations."""
+    doc = to_prov_document(load_lineage(session, released.cube))
+    assert _prov(doc.serialize(format="json")) == doc
+    assert _prov(json.dumps(to_prov_json(load_lineage(session, released.cube)))) == doc
+    provn = doc.get_provn()
+    grid, first = released.runs[-1], released.runs[0]
+    assert f"wasInformedBy(ccat:run-{grid}, ccat:run-{first})" in provn
+    assert (f"wasAssociatedWith(ccat:run-{grid}, ccat:software-test-gridding-1.0.0, "
+            f"ccat:config-") in provn
 
 
 def test_products_and_runs_commands(made: Made) -> None:
@@ -172,8 +252,16 @@ def test_lineage_command_formats(made: Made) -> None:
     document = json.loads(ccat("lineage", str(made.cube), "--json").output)
     assert [r["id"] for r in document["raw_ancestry"]] == made.raw
     assert len(document["runs"]) == 3
-    prov = _prov(json.loads(ccat("lineage", str(made.cube), "--format", "prov-json").output))
-    assert len(list(prov.get_records(ProvActivity))) == 3
+    document = _prov(ccat("lineage", str(made.cube), "--format", "prov-json").output)
+    assert len(list(document.get_records(ProvActivity))) == 3
+    provn = ccat("lineage", str(made.cube), "--format", "provn").output
+    assert provn.startswith("document") and f"activity(ccat:run-{made.runs[-1]}" in provn
+    (dot,) = pydot.graph_from_dot_data(ccat("lineage", str(made.cube), "--format", "dot").output)
+    # One node per entity, activity and agent: 11 + 3 + 3 (see the PROV test above).
+    labels = {str(node.get("label")).strip('"') for node in dot.get_nodes() if node.get("URL")}
+    assert len(labels) == 17
+    expected = {f"ccat:product-{made.cube}", f"ccat:run-{made.runs[-1]}", "ccat:person-tester"}
+    assert expected <= labels
 
     reverse = json.loads(ccat("lineage", "--raw", "scan-002-chai", "--json").output)
     assert made.cube in {p["id"] for p in reverse["products"]}
@@ -184,5 +272,19 @@ def test_lineage_command_formats(made: Made) -> None:
 def test_lineage_command_errors(made: Made) -> None:
     assert "no data product with id 999999" in ccat("lineage", "999999", ok=False).output
     assert "no raw data package 'nope'" in ccat("lineage", "--raw", "nope", ok=False).output
+    for fmt in ("prov-json", "provn", "dot"):
+        result = ccat("lineage", "--raw", "scan-002-chai", "--format", fmt, ok=False)
+        assert result.exit_code == 2 and f"--format {fmt} needs a PRODUCT_ID" in result.output
     result = ccat("lineage", ok=False)
     assert result.exit_code == 2 and "either PRODUCT_ID or --raw" in result.output
+
+
+@pytest.mark.parametrize(("path", "base_path", "host", "uri"), [
+    ("/data/run 1/cube.fits", "/data", None, "file:///data/run%201/cube.fits"),
+    ("2026-11-01/scan-001", "/archive", None, "file:///archive/2026-11-01/scan-001"),
+    ("/data/cube.fits", "/data", "hpc-login", "file://hpc-login/data/cube.fits"),
+    ("ccat/cube.fits", "s3://ccat-products/maps/", None, "s3://ccat-products/maps/ccat/cube.fits"),
+    ("s3://elsewhere/cube.fits", "/data", None, "s3://elsewhere/cube.fits"),
+])
+def test_copy_uri(path: str, base_path: str, host: str | None, uri: str) -> None:
+    assert copy_uri(path, base_path, host) == uri

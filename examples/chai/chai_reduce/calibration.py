@@ -15,7 +15,7 @@ import numpy as np
 from astropy.io import fits
 
 from .contract import ContractError, StepContext, run, sha256_of
-from .spectra import SpectraSet, spectral_wcs, write_spectra
+from .spectra import SpectraSet, spectral_from_header, write_spectra
 
 PRODUCT_KIND = "CAL_SPECTRA"
 
@@ -61,8 +61,8 @@ def calibrate_package(roles: dict[str, Path], params: dict[str, Any]) -> tuple[S
     extinction_correction = np.exp(tau * airmass)
     t_sys = p_off / gain  # receiver + atmosphere, at the receiver input
     ta_star = (p_on - p_off) / gain * extinction_correction
-    spectral = spectral_wcs(header["CRVAL1"], header["CDELT1"], header["RESTFRQ"])
-    for key in list(spectral) + ["OBSTYPE"]:
+    spectral = spectral_from_header(header)  # honours CUNIT1, whatever the raw file uses
+    for key in [*spectral.to_header(), "CUNIT1", "OBSTYPE"]:  # the axis lives on SPECTRA now
         header.remove(key, ignore_missing=True)
     header["TSYS"] = (float(np.median(t_sys * extinction_correction)), "[K] median Tsys*")
     header["TRX"] = (float(np.median(t_rx)), "[K] median receiver temperature")

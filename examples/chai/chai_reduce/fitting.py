@@ -1,6 +1,6 @@
 """Small numerical helpers: Levenberg-Marquardt, Gaussians, baselines, line finding.
 
-Only numpy is required, so the container images stay small (no SciPy).
+Only numpy and astropy are required, so the container images stay small (no SciPy).
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from astropy.stats import mad_std
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -129,9 +130,9 @@ def fit_baseline(spectrum: np.ndarray, line_mask: np.ndarray, order: int) -> np.
 
 
 def robust_sigma(values: np.ndarray) -> float:
-    """Gaussian-equivalent scatter from the median absolute deviation (ignores the line)."""
-    values = values[np.isfinite(values)]
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+    """Gaussian-equivalent scatter from the median absolute deviation (ignores the line,
+    and NaN channels): ``astropy.stats.mad_std``."""
+    return float(mad_std(values, ignore_nan=True))
 
 
 def find_line_mask(spectrum: np.ndarray, order: int, threshold: float = 4.0) -> np.ndarray:

@@ -18,6 +18,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import astropy.units as u
 import numpy as np
 import yaml
 from astropy.io import fits
@@ -25,7 +26,7 @@ from astropy.io import fits
 from . import __version__
 from .contract import sha256_of
 from .sky import LINES_GHZ, LineTruth, line_truth, name_seed, receiver, source_model
-from .spectra import C_KMS, spectral_wcs
+from .spectra import C_KMS, VELOCITY, spectral_wcs
 
 T_ATM_K = 270.0
 T_COLD_K = 80.0
@@ -129,7 +130,7 @@ def write_package(pkg_dir: Path, header: fits.Header, scan: dict, mjd: np.ndarra
         hdu.header["OBSTYPE"] = (role, "calibration load")
         hdu.header["TLOAD"] = (t_load, "[K] physical load temperature")
         hdu.header["TINT"] = (scan["t_load"], "[s] integration time")
-        hdu.writeto(pkg_dir / f"{role.lower()}.fits", overwrite=True)
+        hdu.writeto(pkg_dir / f"{role.lower()}.fits", overwrite=True, checksum=True)
     primary = fits.PrimaryHDU(header=header.copy())
     primary.header["OBSTYPE"] = ("SKY", "position-switched sky spectra")
     off = fits.ImageHDU(scan["off"], name="OFF")
@@ -143,7 +144,8 @@ def write_package(pkg_dir: Path, header: fits.Header, scan: dict, mjd: np.ndarra
         fits.Column(name="MJD", format="D", unit="d", array=mjd),
         fits.Column(name="TRUTPEAK", format="D", unit="K", array=scan["line_peaks"]),
     ], name="POSITIONS")
-    fits.HDUList([primary, off, on, table]).writeto(pkg_dir / "sky.fits", overwrite=True)
+    fits.HDUList([primary, off, on, table]).writeto(pkg_dir / "sky.fits", overwrite=True,
+                                                    checksum=True)
 
 
 def scan_header(
@@ -151,7 +153,8 @@ def scan_header(
 ) -> fits.Header:
     model = source_model(truth.source)
     header = fits.Header()
-    header.update(spectral_wcs(scan["v_first"], scan["dv"], truth.rest_freq_ghz * 1e9))
+    header.update(spectral_wcs(scan["v_first"] * VELOCITY, scan["dv"] * VELOCITY,
+                               truth.rest_freq_ghz * u.GHz).to_header())
     cards = [
         ("ORIGIN", f"chai-generate {__version__}", "synthetic data"),
         ("TELESCOP", "FYST", ""), ("INSTRUME", "CHAI", ""),

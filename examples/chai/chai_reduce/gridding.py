@@ -16,12 +16,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import astropy.units as u
 import numpy as np
 from astropy.io import fits
+from astropy.stats import sigma_clipped_stats
+from astropy.wcs import WCS
 
 from .contract import ContractError, StepContext, run
 from .fitting import FWHM_PER_SIGMA, fit_line, fit_map, robust_sigma
-from .spectra import SpectraSet, read_spectra
+from .spectra import VELOCITY, SpectraSet, read_spectra, velocity_axis
+
+#: Unit of the moment-0 map: brightness temperature integrated over velocity.
+MOMENT0_UNIT = u.K * VELOCITY
 
 
 def load_inputs(paths: list[Path]) -> tuple[list[SpectraSet], np.ndarray]:
@@ -85,19 +91,30 @@ def moment_window(params: dict[str, Any], velocity: np.ndarray, mean: np.ndarray
     return min(w[0] for w in windows), max(w[1] for w in windows)
 
 
-def celestial_header(ref: fits.Header, xs: np.ndarray, ys: np.ndarray, pix: float) -> fits.Header:
-    """SIN projection about the map centre, RA increasing to the left (east)."""
-    header = fits.Header()
-    header["CTYPE1"], header["CUNIT1"] = "RA---SIN", "deg"
-    header["CRVAL1"], header["CDELT1"] = ref["RA"], -pix / 3600.0
-    header["CRPIX1"] = float(xs[0] / pix + 1)
-    header["CTYPE2"], header["CUNIT2"] = "DEC--SIN", "deg"
-    header["CRVAL2"], header["CDELT2"] = ref["DEC"], pix / 3600.0
-    header["CRPIX2"] = float(-ys[0] / pix + 1)
-    for key in ("OBJECT", "LINE", "TELESCOP", "INSTRUME"):
-        if key in ref:
-            header[key] = ref[key]
-    return header
+def map_wcs(ref: fits.Header, xs: np.ndarray, ys: np.ndarray, pix: float,
+            spectral: WCS) -> WCS:
+    """Cube WCS: SIN projection about the map centre (RA increasing to the left, east),
+    offsets ``xs``/``ys`` and pixel size ``pix`` in arcsec, then the spectral axis.
+
+    Built as one WCS object and written with ``to_header()``, so every axis has its CUNIT
+    and the values are in it; ``.celestial`` is the moment map's WCS.
+    """
+    pixel = (pix * u.arcsec).to_value(u.deg)
+    velocity = velocity_axis(spectral, 2)
+    wcs = WCS(naxis=3)
+    wcs.wcs.ctype = ["RA---SIN", "DEC--SIN", "VRAD"]
+    wcs.wcs.cunit = ["deg", "deg", VELOCITY.to_string("fits")]
+    wcs.wcs.crval = [u.Quantity(ref["RA"], u.deg).value, u.Quantity(ref["DEC"], u.deg).value,
+                     velocity[0].to_value(VELOCITY)]
+    wcs.wcs.cdelt = [-pixel, pixel, (velocity[1] - velocity[0]).to_value(VELOCITY)]
+    wcs.wcs.crpix = [float(xs[0] / pix + 1), float(-ys[0] / pix + 1), 1.0]
+    wcs.wcs.restfrq = spectral.wcs.restfrq
+    wcs.wcs.specsys = "LSRK"
+    return wcs
+
+
+def identity_cards(ref: fits.Header) -> dict[str, Any]:
+    return {key: ref[key] for key in ("OBJECT", "LINE", "TELESCOP", "INSTRUME") if key in ref}
 
 
 def quicklook(path: Path, mom0: np.ndarray, xs: np.ndarray, ys: np.ndarray, pix: float,
@@ -163,7 +180,8 @@ def make_map(ctx: StepContext) -> None:
     mom0 = cube[in_window].sum(axis=0) * dv
     with warnings.catch_warnings():  # pixels outside the coverage are all-NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        pixel_rms = np.nanstd(cube[~in_window], axis=0)
+        # line-free channels; clipping keeps a residual ripple peak out of the noise
+        _, _, pixel_rms = sigma_clipped_stats(cube[~in_window], axis=0, sigma=4.0)
 
     map_fit = fit_map(gx.ravel(), gy.ravel(), mom0.ravel())
     x0, y0 = map_fit["x0_arcsec"], map_fit["y0_arcsec"]
@@ -174,20 +192,20 @@ def make_map(ctx: StepContext) -> None:
     j, i = np.unravel_index(np.nanargmax(mom0), mom0.shape)
 
     name = f"{ref['OBJECT']}_{ref['LINE']}"
-    sky = celestial_header(ref, xs, ys, pix)
-    cube_hdu = fits.PrimaryHDU(cube.astype(np.float32), header=sky.copy())
-    cube_hdu.header.update({
-        "CTYPE3": "VRAD", "CUNIT3": "km/s", "CRPIX3": 1.0, "CRVAL3": float(velocity[0]),
-        "CDELT3": float(velocity[1] - velocity[0]), "RESTFRQ": sets[0].spectral["RESTFRQ"],
-        "SPECSYS": "LSRK", "BUNIT": "K", "KERNFWHM": (fwhm, "[arcsec] gridding kernel FWHM"),
-        "NSPECTRA": len(data), "CHAIPROD": "CUBE"})
+    wcs = map_wcs(ref, xs, ys, pix, sets[0].spectral)
+    kernel = (fwhm, "[arcsec] gridding kernel FWHM")
+    cube_hdu = fits.PrimaryHDU(cube.astype(np.float32), header=wcs.to_header())
+    cube_hdu.header.update({**identity_cards(ref), "BUNIT": u.K.to_string("fits"),
+                            "KERNFWHM": kernel, "NSPECTRA": len(data), "CHAIPROD": "CUBE"})
     cube_path = ctx.out("science", f"{name}_cube.fits")
-    cube_hdu.writeto(cube_path, overwrite=True)
-    mom0_hdu = fits.PrimaryHDU(mom0.astype(np.float32), header=sky.copy())
-    mom0_hdu.header.update({"BUNIT": "K km/s", "VMIN": lo, "VMAX": hi, "CHAIPROD": "MOMENT0",
-                            "KERNFWHM": (fwhm, "[arcsec] gridding kernel FWHM")})
+    cube_hdu.writeto(cube_path, overwrite=True, checksum=True)
+    mom0_hdu = fits.PrimaryHDU(mom0.astype(np.float32), header=wcs.celestial.to_header())
+    mom0_hdu.header.update({**identity_cards(ref), "BUNIT": MOMENT0_UNIT.to_string("fits"),
+                            "VMIN": (lo, f"[{VELOCITY}] moment window start"),
+                            "VMAX": (hi, f"[{VELOCITY}] moment window end"),
+                            "CHAIPROD": "MOMENT0", "KERNFWHM": kernel})
     mom0_path = ctx.out("science", f"{name}_mom0.fits")
-    mom0_hdu.writeto(mom0_path, overwrite=True)
+    mom0_hdu.writeto(mom0_path, overwrite=True, checksum=True)
     quicklook(ctx.out("plots", f"{name}_mom0.png"), mom0, xs, ys, pix, (x, y), (x0, y0),
               f"{ref['OBJECT']} {ref['LINE']} moment 0", ctx.output_dir)
 

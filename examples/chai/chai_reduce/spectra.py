@@ -10,29 +10,56 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import astropy.constants as const
+import astropy.units as u
 import numpy as np
 from astropy.io import fits
+from astropy.wcs import WCS
 
-C_KMS = 299_792.458
+C_KMS = const.c.to_value(u.km / u.s)
+#: The keywords of a 1-D spectral axis; read alone, so that the data's NAXIS (a spectra image
+#: or a header without data) does not matter.
+SPECTRAL_KEYS = ("CTYPE1", "CUNIT1", "CRPIX1", "CRVAL1", "CDELT1", "RESTFRQ", "SPECSYS")
+#: The unit the programs compute in. Files may say anything convertible (WCS writes m/s).
+VELOCITY = u.km / u.s
 
 
-def velocity_axis(header: fits.Header, n_channels: int) -> np.ndarray:
-    """Radio velocity (km/s) of each channel from the 1-D spectral WCS keywords."""
-    pixels = np.arange(n_channels) + 1.0
-    return header["CRVAL1"] + (pixels - header["CRPIX1"]) * header["CDELT1"]
+def spectral_wcs(v_first: u.Quantity, dv: u.Quantity, rest_freq: u.Quantity) -> WCS:
+    """1-D radio-velocity WCS: channel 1 at ``v_first``, ``dv`` per channel, LSRK.
+
+    Built as a WCS object and written with ``to_header()``, so CTYPE, CUNIT, RESTFRQ and
+    SPECSYS are always consistent (wcslib writes velocities in SI, m/s, with CUNIT1 saying
+    so); readers must convert by CUNIT, never assume km/s.
+    """
+    wcs = WCS(naxis=1)
+    wcs.wcs.ctype = ["VRAD"]
+    wcs.wcs.cunit = [VELOCITY.to_string("fits")]
+    wcs.wcs.crpix = [1.0]
+    wcs.wcs.crval = [u.Quantity(v_first, VELOCITY).value]
+    wcs.wcs.cdelt = [u.Quantity(dv, VELOCITY).value]
+    wcs.wcs.restfrq = u.Quantity(rest_freq, u.Hz).value
+    wcs.wcs.specsys = "LSRK"
+    return wcs
 
 
-def spectral_wcs(v_first_kms: float, dv_kms: float, rest_freq_hz: float) -> dict:
-    """Keywords describing channel 1 at ``v_first_kms`` with ``dv_kms`` per channel."""
-    return {
-        "CTYPE1": "VRAD",
-        "CUNIT1": "km/s",
-        "CRPIX1": 1.0,
-        "CRVAL1": v_first_kms,
-        "CDELT1": dv_kms,
-        "RESTFRQ": rest_freq_hz,
-        "SPECSYS": "LSRK",
-    }
+def velocity_axis(wcs: WCS, n_channels: int) -> u.Quantity:
+    """Radio velocity of each channel, in ``VELOCITY``, whatever unit the WCS is in."""
+    values = wcs.pixel_to_world_values(np.arange(n_channels, dtype=float))
+    return u.Quantity(values, wcs.wcs.cunit[0]).to(VELOCITY)  # cunit is set by the call
+
+
+def spectral_from_header(header: fits.Header) -> WCS:
+    """The spectral axis 1 of ``header`` (any velocity CUNIT1), as a :func:`spectral_wcs`.
+
+    Only the spectral keywords are taken over: a WCS read from a whole header would also
+    carry its date and observer keywords into every header it is written to. A missing
+    CUNIT1 means the WCS default for VRAD, m/s.
+    """
+    if header.get("CTYPE1", "").strip() != "VRAD":
+        raise ValueError(f"axis 1 is {header.get('CTYPE1')!r}, not a radio velocity (VRAD)")
+    wcs = WCS(fits.Header([(k, header[k]) for k in SPECTRAL_KEYS if k in header]), fix=False)
+    v = velocity_axis(wcs, 2)
+    return spectral_wcs(v[0], v[1] - v[0], wcs.wcs.restfrq * u.Hz)
 
 
 @dataclass
@@ -43,33 +70,34 @@ class SpectraSet:
     data: np.ndarray
     positions: dict[str, np.ndarray]
     tsys: np.ndarray | None = None
-    spectral: dict = field(default_factory=dict)
+    spectral: WCS = field(default_factory=lambda: WCS(naxis=1))
 
     @property
     def velocity(self) -> np.ndarray:
-        return velocity_axis(fits.Header(self.spectral), self.data.shape[1])
+        """Channel velocities in km/s (``VELOCITY``), as plain numbers for the numerics."""
+        return velocity_axis(self.spectral, self.data.shape[1]).to_value(VELOCITY)
 
 
 def write_spectra(path: Path, spectra: SpectraSet, product_kind: str) -> None:
     primary = fits.PrimaryHDU(header=spectra.header.copy())
     primary.header["CHAIPROD"] = (product_kind, "CHAI intermediate product kind")
     image = fits.ImageHDU(spectra.data.astype(np.float32), name="SPECTRA")
-    image.header.update(spectra.spectral)
-    image.header["BUNIT"] = "K"
+    image.header.update(spectra.spectral.to_header())
+    image.header["BUNIT"] = u.K.to_string("fits")
     columns = [fits.Column(name=k, format="D", array=v) for k, v in spectra.positions.items()]
     hdus = [primary, image, fits.BinTableHDU.from_columns(columns, name="POSITIONS")]
     if spectra.tsys is not None:
         tsys = fits.ImageHDU(spectra.tsys.astype(np.float32), name="TSYS")
-        tsys.header.update(spectra.spectral)
-        tsys.header["BUNIT"] = "K"
+        tsys.header.update(spectra.spectral.to_header())
+        tsys.header["BUNIT"] = u.K.to_string("fits")
         hdus.append(tsys)
-    fits.HDUList(hdus).writeto(path, overwrite=True)
+    fits.HDUList(hdus).writeto(path, overwrite=True, checksum=True)
 
 
 def read_spectra(path: Path) -> SpectraSet:
     with fits.open(path) as hdul:
         image = hdul["SPECTRA"]
-        spectral = {k: image.header[k] for k in spectral_wcs(0, 0, 0) if k in image.header}
+        spectral = spectral_from_header(image.header)
         table = hdul["POSITIONS"].data
         return SpectraSet(
             header=hdul[0].header.copy(),

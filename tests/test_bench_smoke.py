@@ -1,0 +1,96 @@
+"""Every benchmark runs at a tiny size, so none rots between the runs that measure.
+
+A benchmark is a ``bench/*.py`` with a ``__main__`` entry (``report.py`` excepted: it is run
+last, on what the others printed). Each must print one JSON document with a ``machine``
+description and ``targets``/``figures`` lists of the shape in ``bench/targets.py``. A new
+benchmark without tiny arguments here fails the test, so adding one means adding it here.
+Timing is never asserted: tiny sizes measure nothing; they only prove the code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PG_URL, _postgres_reachable, require_service
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+
+#: The tiny arguments of each benchmark: the same code paths as a real run, seconds each.
+TINY: dict[str, list[str]] = {
+    "grouping": ["--sizes", "300", "--repeat", "1"],
+    "gap_sensor": ["--sizes", "200", "--new", "20", "--history", "0,1", "--repeats", "1"],
+    "collect": ["--files", "2", "--file-mb", "1", "--repeat", "1", "--map-packages", "40",
+                "--noise-maps", "1", "--noise-map-packages", "10", "--query-repeat", "3"],
+    "check": ["--scans", "20", "--repeats", "1", "--sample", "3"],
+    "definitions_load": ["--sizes", "2", "--repeats", "1"],
+    "overhead": ["--n", "4", "--batch-size", "2", "--sleep", "0.01", "--parallel", "2",
+                 "--timeout", "240"],
+}
+
+
+def benchmarks() -> list[str]:
+    """Every ``bench/*.py`` that runs as a program, but the report writer."""
+    return sorted(path.stem for path in BENCH.glob("*.py")
+                  if path.stem != "report" and "__main__" in path.read_text())
+
+
+def run_bench(name: str, args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CCAT_TEST_DATABASE_URL": PG_URL}
+    return subprocess.run([sys.executable, str(BENCH / f"{name}.py"), *args], cwd=tmp,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def check_shape(name: str, data: dict) -> None:
+    assert data.get("machine", {}).get("cpu_model"), f"{name}: no machine description"
+    assert isinstance(data.get("targets"), list), f"{name}: no targets list"
+    assert isinstance(data.get("figures"), list) and data["figures"], f"{name}: no figures"
+    for target in data["targets"]:
+        assert set(target) == {"name", "target", "value", "holds"}, (name, target)
+        assert target["holds"] in (True, False, None), (name, target)
+    for row in data["figures"]:
+        assert {"name", "value", "unit"} <= set(row), (name, row)
+
+
+def test_every_benchmark_has_tiny_arguments() -> None:
+    missing = sorted(set(benchmarks()) - set(TINY))
+    assert not missing, f"benchmarks without tiny arguments in {__file__}: {missing}"
+    stale = sorted(set(TINY) - set(benchmarks()))
+    assert not stale, f"tiny arguments for benchmarks that are gone: {stale}"
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench-results")
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_benchmark_runs_at_tiny_size(name: str, results_dir: Path, tmp_path: Path) -> None:
+    require_service(_postgres_reachable(), f"PostgreSQL at CCAT_TEST_DATABASE_URL={PG_URL!r}")
+    done = run_bench(name, TINY[name], tmp_path)
+    assert done.returncode == 0, f"{name} failed:\n{done.stderr[-4000:]}"
+    data = json.loads(done.stdout)
+    check_shape(name, data)
+    (results_dir / f"{name}.json").write_text(done.stdout)
+
+
+def test_report_names_every_benchmark_and_target(results_dir: Path) -> None:
+    """The report writer reads what the benchmarks printed and lists each with its targets."""
+    written = sorted(p.stem for p in results_dir.glob("*.json"))
+    assert written, "no benchmark printed a result to report on"
+    done = subprocess.run([sys.executable, str(BENCH / "report.py"), "--results",
+                           str(results_dir)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    report = (results_dir / "REPORT.md").read_text()
+    assert "## Machine" in report
+    for name in written:
+        data = json.loads((results_dir / f"{name}.json").read_text())
+        for target in data["targets"]:
+            assert target["name"] in report, (name, target["name"])
