@@ -48,6 +48,11 @@ BROKEN = "chai_broken"
 #: The scan the broken pipeline fails on (its program says so on stderr and exits 3).
 FAILING_KEY = "executed_obs_unit=NGC253-CO43-20261101-s001"
 MAP_KEY = "source=NGC253__line=CO43"
+MAP_PAGE = ("/assets/ccat/chai_standing/grid?view=partitions&partition="
+            + urllib.parse.quote(MAP_KEY, safe=""))
+#: The raw packages the map was made from: two scans on each of two nights.
+MAP_RAW = {f"chai-NGC253-CO43-{night}-s00{scan}" for night in ("20261101", "20261102")
+           for scan in (1, 2)}
 WAIT_S = 90  # two shared cores: the UI's first render of a page can take tens of seconds
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -79,16 +84,28 @@ class UI:
     def text(self) -> str:
         return self.browser.execute_script("return document.body.innerText")
 
+    def table(self, header: list[str]) -> list[list[str]] | None:
+        """The rows under ``header`` of the first table on the page that has it."""
+        for table in self.browser.find_elements("css selector", "table"):
+            rows = [[c.text for c in r.find_elements("css selector", "th, td")]
+                    for r in table.find_elements("css selector", "tr")]
+            if rows and rows[0] == header:
+                return rows[1:]
+        return None
+
     @contextlib.contextmanager
     def page(self, name: str) -> Iterator[None]:
-        """Screenshot ``name``.png after the checks, and with the page's HTML if one fails."""
+        """Screenshot ``name``.png after the checks, and with the page's HTML if one fails
+        (then a browser too broken to give them does not hide the failure itself)."""
         try:
             yield
         except BaseException:
-            (ARTIFACTS / f"{name}.html").write_text(self.browser.page_source)
+            with contextlib.suppress(Exception):
+                (ARTIFACTS / f"{name}.html").write_text(self.browser.page_source)
+            with contextlib.suppress(Exception):
+                self.browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
             raise
-        finally:
-            self.browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+        self.browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
 def _ccat(env: dict[str, str], *args: str) -> str:
@@ -215,19 +232,9 @@ def test_lineage_products_and_a_failed_run_as_a_person_sees_them(ui: UI) -> None
             ("chai-archived", "calibrate"), ("calibrate", "baseline"), ("baseline", "grid")}
 
     with ui.page("2-partition-grid-products"):
-        ui.open("/assets/ccat/chai_standing/grid?view=partitions&partition="
-                + urllib.parse.quote(MAP_KEY, safe=""))
-        header = ["path", "type", "size_bytes", "checksum"]
-
-        def products_table() -> list[list[str]] | None:
-            for table in ui.browser.find_elements("css selector", "table"):
-                rows = [[c.text for c in r.find_elements("css selector", "th, td")]
-                        for r in table.find_elements("css selector", "tr")]
-                if rows and rows[0] == header:
-                    return rows[1:]
-            return None
-
-        rows = ui.wait("the products table", products_table)
+        ui.open(MAP_PAGE)
+        rows = ui.wait("the products table",
+                       lambda: ui.table(["path", "type", "size_bytes", "checksum"]))
         assert ui.text().count(MAP_KEY) >= 2  # selected in the list, and the page's title
         runs = json.loads(_ccat(ui.env, "runs", "--pipeline", "chai_standing", "--step", "grid",
                                 "--status", "COMPLETED", "--json"))
@@ -244,3 +251,4 @@ def test_lineage_products_and_a_failed_run_as_a_person_sees_them(ui: UI) -> None
         failure = f"calibrate/{FAILING_KEY}: exit code 3"
         ui.wait("the run's failure", lambda: failure in ui.text())
         assert "Failure" in ui.text()
+
