@@ -60,7 +60,7 @@ ui: $(STAMP)
 # Benchmarks print JSON; PostgreSQL ones use CCAT_TEST_DATABASE_URL (default: the local server).
 # Each writes bench/results/<name>.json (kept as it was if the benchmark fails), then
 # bench/report.py writes bench/results/REPORT.md. `make bench BENCHES=overhead` runs a subset.
-BENCHES ?= grouping gap_sensor collect check overhead definitions_load
+BENCHES ?= grouping gap_sensor collect check overhead definitions_load poll_logs
 bench: export CCAT_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 bench: $(STAMP)
 	mkdir -p bench/results

@@ -28,6 +28,7 @@ from ccat_assets.execute import (
     claim_run,
     fail_run,
     finish_run,
+    output_paths,
     record_submission,
     reused_outcome,
     stage_run,
@@ -48,6 +49,8 @@ class MemberResult:
     #: The member already had a COMPLETED run for its current inputs (``outcome`` is that
     #: run's, reported again).
     skipped: bool = False
+    #: How its run failed, when it did (exit code, the program's last lines).
+    failure: RunFailed | None = None
 
     @property
     def failed(self) -> bool:
@@ -105,7 +108,11 @@ def iter_batch(
     jobs = {m.job_id: key for key, m in claimed.items()
             if m.job_id is not None and results[key].error is None}
     for status in wait_jobs(services, {job_id: claimed[key].run_id
-                                       for job_id, key in jobs.items()}):
+                                       for job_id, key in jobs.items()},
+                            {job_id: output_paths(claimed[key].layout)
+                             for job_id, key in jobs.items()},
+                            {job_id: f"run {claimed[key].run_id} ({key})"
+                             for job_id, key in jobs.items()}):
         key = jobs[status.job_id]
         member = claimed[key]
         try:
@@ -113,6 +120,7 @@ def iter_batch(
                                               member.reattached)
         except RunFailed as exc:
             results[key].error = exc.reason
+            results[key].failure = exc
         yield results[key]
 
 

@@ -24,6 +24,7 @@ from ccat_assets.batch_events import failed_event, planned_events
 from ccat_assets.catalog import PipelineDef, StepDef
 from ccat_assets.checks import check_names, evaluate_checks
 from ccat_assets.factory import materialize_result, step_key
+from ccat_assets.run_failure import batch_failure, member_failure_text
 from ccat_assets.run_start import require_partitions, retry_chain, trigger_reason
 from resources.execution import ExecutionResource
 from resources.opsdb import OpsDBResource
@@ -80,21 +81,15 @@ def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
             if event.failed:
                 failed.append(event)
                 context.instance.report_dagster_event(
-                    failed_event(context, asset_key, event.key, event.error or ""),
+                    failed_event(context, asset_key, event.key, member_failure_text(event)),
                     run_id=context.run.run_id)
-                context.log.error(f"{step.name}/{event.key}: {event.error}")
+                context.log.error(f"{step.name}/{member_failure_text(event)}")
             elif event.outcome is not None:
                 yield _materialization(asset_key, event)
                 yield from _check_evaluations(opsdb, asset_key, step, event.key,
                                               context.run.run_id)
         if failed:
-            raise dg.Failure(
-                description=(f"{len(failed)} of {len(config.sub_groups)} sub-groups failed: "
-                             + "; ".join(f"{r.key}: {r.error}" for r in failed[:5]))[:4000],
-                metadata={"failed_sub_groups": dg.MetadataValue.json([r.key for r in failed]),
-                          "ops-db run ids": dg.MetadataValue.json(
-                              [r.run_id for r in failed if r.run_id is not None])},
-            )
+            raise batch_failure(len(config.sub_groups), failed)
 
     @dg.job(name=name, tags={"ccat/pipeline": pipeline.name, "ccat/step": step.name,
                              "ccat/batch": "true"},

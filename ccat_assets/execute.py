@@ -23,6 +23,7 @@ from ccat_assets.collect import CollectionError, collect_run
 from ccat_assets.contract import PathMap, RunLayout, contract_env, write_manifest
 from ccat_assets.fingerprint import is_current
 from ccat_assets.inputs import RunInputs, is_final_step, layout_for, plan_inputs
+from ccat_assets.job_watch import JobOutput, JobWatch
 from ccat_assets.jobs import Backend, ContainerRuntime, JobSpec, JobStatus
 from ccat_assets.manifest import build_manifest
 from ccat_assets.opsdb import (
@@ -36,8 +37,10 @@ from ccat_assets.opsdb import (
     run_input_raw_data_package,
 )
 from ccat_assets.opsdb.lifecycle import transition
+from ccat_assets.output_tail import TailBounds
 from ccat_assets.paths import join_inside, link_or_copy
 from ccat_assets.queued_rows import drop_placeholders, failures, lock_step, take_placeholder
+from ccat_assets.run_progress import StagingProgress, collected_line, failure_tail
 from ccat_assets.staging_types import StagerFactory
 from ccat_assets.storage_lifecycle import freed_products
 from ccat_assets.upstream_view import build_view
@@ -46,10 +49,16 @@ Log = Callable[[str], None]
 
 
 class RunFailed(RuntimeError):
-    """The run ended FAILED or CANCELLED; the ops-db row says why."""
+    """The run ended FAILED or CANCELLED; the ops-db row says why, and when its job ran,
+    ``exit_code`` and ``log_tail`` (the last lines of the program's ``log_stream``) say what
+    the program itself said."""
 
-    def __init__(self, run_id: int, status: RunStatus, reason: str):
+    def __init__(self, run_id: int, status: RunStatus, reason: str, *,
+                 exit_code: int | None = None, log_tail: list[str] | None = None,
+                 log_stream: str = "stderr", job_id: str | None = None):
         self.run_id, self.status, self.reason = run_id, status, reason
+        self.exit_code, self.job_id = exit_code, job_id
+        self.log_tail, self.log_stream = list(log_tail or []), log_stream
         super().__init__(f"run {run_id} {status.value}: {reason}")
 
 
@@ -75,6 +84,10 @@ class ExecutionServices:
     log: Log = print
     poll: PollPolicy = field(default_factory=PollPolicy)
     sleep: Callable[[float], None] = time.sleep
+    #: How much of a job's new output one poll shows in the log, per job and stream.
+    tail: TailBounds = field(default_factory=TailBounds)
+    #: How many of the program's last lines a failure carries.
+    failure_lines: int = 20
 
 
 @dataclass
@@ -218,7 +231,7 @@ def execute_partition(
             raise RunFailed(claimed.run_id, RunStatus.FAILED,
                             f"submission failed: {exc}") from exc
         record_submission(services, {claimed.run_id: job_id})
-    final = _wait(services, claimed.run_id, job_id)
+    final = _wait(services, claimed.run_id, job_id, claimed.layout)
     return finish_run(services, claimed.run_id, claimed.layout, final, claimed.reattached)
 
 
@@ -348,8 +361,11 @@ def stage_run(
                 sa.select(RawDataPackage)
                 .where(RawDataPackage.id.in_(inputs.subgroup.raw_data_package_ids))
                 .order_by(RawDataPackage.id)))
-            staged = services.stager_factory(session, location).stage_packages(
-                packages, layout.raw_input_dir)
+            progress = StagingProgress(services.log, f"run {run_id}", packages)
+            stager = services.stager_factory(session, location)
+            staged = stager.stage_packages(packages, layout.raw_input_dir,
+                                           progress=progress.package_done)
+            progress.finished(getattr(stager, "transfers", None))
             product_paths = _link_products(inputs, layout)
             upstream_steps = build_view(
                 layout, [up.name for up in inputs.step.depends_on], inputs.upstream,
@@ -374,8 +390,8 @@ def stage_run(
                 name=job_name(inputs.pipeline.name, inputs.step.name, run_id, layout.root),
                 argv=argv,
                 env=process_env, workdir=layout.workspace_dir,
-                stdout_path=layout.logs_dir / "stdout.log",
-                stderr_path=layout.logs_dir / "stderr.log", resources=resources,
+                stdout_path=output_paths(layout).stdout,
+                stderr_path=output_paths(layout).stderr, resources=resources,
                 image=inputs.version.image_ref)
     except Exception as exc:
         fail_run(services, run_id, f"staging failed: {exc}")
@@ -416,18 +432,34 @@ def _link_products(inputs: RunInputs, layout: RunLayout) -> dict[int, Path]:
 _NOT_TRANSIENT = (ValueError, TypeError, KeyError, AttributeError, NotImplementedError)
 
 
-def _wait(services: ExecutionServices, run_id: int, job_id: str) -> JobStatus:
-    return next(wait_jobs(services, {job_id: run_id}))
+def output_paths(layout: RunLayout) -> JobOutput:
+    """Where a run's program writes its stdout and stderr (the job spec says the same)."""
+    return JobOutput(layout.logs_dir / "stdout.log", layout.logs_dir / "stderr.log")
 
 
-def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int]) -> Iterator[JobStatus]:
+def _wait(services: ExecutionServices, run_id: int, job_id: str,
+          layout: RunLayout | None = None) -> JobStatus:
+    outputs = {job_id: output_paths(layout)} if layout is not None else None
+    return next(wait_jobs(services, {job_id: run_id}, outputs))
+
+
+def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int],
+              outputs: Mapping[str, JobOutput] | None = None,
+              labels: Mapping[str, str] | None = None) -> Iterator[JobStatus]:
     """Poll the jobs (job id -> run id) together, one status call per poll, and yield each
     job's final status as it finishes; a run is marked RUNNING when its job is first seen
-    running. Backoff restarts when a job finishes, so the next ones are seen promptly."""
+    running. Backoff restarts when a job finishes, so the next ones are seen promptly.
+
+    Every poll goes through a :class:`~ccat_assets.job_watch.JobWatch`: state changes and
+    the new lines of each job's ``outputs`` reach the run's log while the jobs run, under
+    the job's label (``run <id>`` unless ``labels`` says otherwise)."""
     waiting = dict(jobs)
     delay = services.poll.min_s
     seen_running: set[str] = set()
     failing_for = 0.0
+    shown = {job_id: (labels or {}).get(job_id, f"run {run_id}")
+             for job_id, run_id in jobs.items()}
+    watch = JobWatch(services.log, shown, outputs, services.tail)
     while waiting:
         try:
             statuses = services.backend.status(list(waiting))
@@ -443,6 +475,10 @@ def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int]) -> Iterator[
             continue
         failing_for = 0.0
         finished_now = False
+        try:
+            watch.observe({job_id: statuses[job_id] for job_id in waiting})
+        except Exception as exc:  # the log is a view: it never stops the wait for a job
+            services.log(f"could not show the state or output of {_shown(waiting)}: {exc}")
         for job_id, run_id in list(waiting.items()):
             status = statuses[job_id]
             if status.state == "running" and job_id not in seen_running:
@@ -461,11 +497,11 @@ def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int]) -> Iterator[
 
 
 def _mark_running(services: ExecutionServices, run_id: int, job_id: str) -> None:
+    """RUNNING in the ops-db (the log line, with the node, is the watch's)."""
     with services.sessions.begin() as session:
         run = session.get(ExecutedReductionStep, run_id)
         if RunStatus(run.status) == RunStatus.SUBMITTED:
             transition(run, RunStatus.RUNNING)
-    services.log(f"run {run_id}: job {job_id} is running")
 
 
 def _shown(jobs: Mapping[str, int]) -> str:
@@ -496,7 +532,10 @@ def finish_run(
         _collect_logs(services, run_id, layout)
         status = RunStatus.CANCELLED if job.state == "cancelled" else RunStatus.FAILED
         fail_run(services, run_id, reason, status)
-        raise RunFailed(run_id, status, reason)
+        stream, tail = failure_tail(output_paths(layout), services.backend, job.job_id,
+                                    services.failure_lines)
+        raise RunFailed(run_id, status, reason, exit_code=job.exit_code, log_tail=tail,
+                        log_stream=stream, job_id=job.job_id)
     try:
         with services.sessions.begin() as session:
             run = session.get(ExecutedReductionStep, run_id)
@@ -509,8 +548,9 @@ def finish_run(
     except (CollectionError, OSError) as exc:  # OSError: an output unreadable while hashed
         _collect_logs(services, run_id, layout)
         fail_run(services, run_id, f"collection failed: {exc}")
-        raise RunFailed(run_id, RunStatus.FAILED, f"collection failed: {exc}") from exc
-    services.log(f"run {run_id}: COMPLETED with {len(outcome.products)} products")
+        raise RunFailed(run_id, RunStatus.FAILED, f"collection failed: {exc}",
+                        exit_code=job.exit_code, job_id=job.job_id) from exc
+    services.log(collected_line(run_id, outcome.products))
     return outcome
 
 

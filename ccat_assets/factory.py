@@ -15,6 +15,7 @@ import dagster as dg
 from ccat_assets.catalog import PipelineDef, StepDef
 from ccat_assets.checks import build_step_checks
 from ccat_assets.execute import RunFailed, RunOutcome, execute_partition
+from ccat_assets.run_failure import run_failure
 from ccat_assets.run_start import forced, require_partitions, retry_chain, trigger_reason
 from ccat_assets.settings import get_settings
 from resources.execution import ExecutionResource
@@ -108,10 +109,7 @@ def build_step_asset(pipeline: PipelineDef, step: StepDef) -> dg.AssetsDefinitio
                 force=forced(context.run.tags), own_run_ids=retry_chain(context.run),
             )
         except RunFailed as exc:
-            raise dg.Failure(
-                description=f"{step.name}/{key}: {exc.reason}",
-                metadata={"ops-db run id": exc.run_id, "status": exc.status.value},
-            ) from exc
+            raise run_failure(f"{step.name}/{key}", exc) from exc
         return materialize_result(outcome)
 
     return _step_asset

@@ -40,6 +40,8 @@ class JobStatus:
     cpu_hours: float | None = None
     peak_memory_gb: float | None = None
     reason: str | None = None
+    #: Where it runs (SLURM's node list, this host for ``local``), when the backend says.
+    node: str | None = None
 
     @property
     def finished(self) -> bool:

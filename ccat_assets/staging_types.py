@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,9 +22,14 @@ class StagedInput:
     run_path: Path
 
 
+#: Told each package once all its files are staged and verified (for the run's log).
+PackageDone = Callable[[RawDataPackage], None]
+
+
 class Stager(Protocol):
     def stage_packages(
-        self, packages: list[RawDataPackage], run_input_dir: Path
+        self, packages: list[RawDataPackage], run_input_dir: Path, *,
+        progress: PackageDone | None = None,
     ) -> list[StagedInput]:
         """Stage and verify every file of ``packages``; link them under ``run_input_dir``."""
 

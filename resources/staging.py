@@ -37,7 +37,7 @@ from ccat_assets.opsdb import (
 )
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.paths import join_inside, link_or_copy, safe_relative_path
-from ccat_assets.staging_types import StagedInput, Stager
+from ccat_assets.staging_types import PackageDone, StagedInput, Stager
 from resources.backends.ssh import SSHConnection, SSHError, SSHTarget, shared_connection
 
 
@@ -131,9 +131,11 @@ class LocalStager:
         return staged
 
     def stage_packages(
-        self, packages: list[RawDataPackage], run_input_dir: Path
+        self, packages: list[RawDataPackage], run_input_dir: Path, *,
+        progress: PackageDone | None = None,
     ) -> list[StagedInput]:
-        """Stage every file of ``packages`` and link it into ``run_input_dir/<package>/``."""
+        """Stage every file of ``packages`` and link it into ``run_input_dir/<package>/``;
+        ``progress`` hears of each package when it is done."""
         out = []
         for package in packages:
             for raw_file in package.files:
@@ -145,6 +147,8 @@ class LocalStager:
                     checksum=raw_file.checksum, size_bytes=raw_file.size_bytes,
                     file_type=raw_file.file_type, run_path=target,
                 ))
+            if progress is not None:
+                progress(package)
         return out
 
 
@@ -271,14 +275,18 @@ class SFTPStager:
                 self._remove_quietly(tmp)
 
     def stage_packages(
-        self, packages: list[RawDataPackage], run_input_dir: Path
+        self, packages: list[RawDataPackage], run_input_dir: Path, *,
+        progress: PackageDone | None = None,
     ) -> list[StagedInput]:
         """Stage every file of ``packages`` and link it into ``run_input_dir/<package>/``
-        on the processing host."""
+        on the processing host; ``progress`` hears of each package once it is uploaded and
+        verified there."""
         out, pairs = [], []
         root = PurePosixPath(run_input_dir.as_posix())
         for package in packages:
             staged = self.stage_package(package)
+            if progress is not None:
+                progress(package)
             for raw_file in package.files:
                 target = _remote_join(root, f"{package.name}/{raw_file.relative_path}")
                 pairs.append((staged[raw_file.relative_path], str(target)))

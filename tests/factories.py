@@ -103,3 +103,16 @@ def pipeline_spec(processing_dir: Path, *, name: str = "chai_test", tag: str = "
 def write_spec(path: Path, spec: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+CHATTY = Path(__file__).parent / "execution" / "programs" / "chatty.py"
+
+
+def chatty_spec(processing_dir: Path, **params: Any) -> dict[str, Any]:
+    """:func:`pipeline_spec` whose ``calibrate`` step runs the talking program
+    (``tests/execution/programs/chatty.py``) with ``params``."""
+    spec = pipeline_spec(processing_dir)
+    calibrate = spec["pipelines"][0]["steps"][0]
+    calibrate["config"]["command"] = [sys.executable, str(CHATTY)]
+    calibrate["config"]["parameters"] = dict(params)
+    return spec

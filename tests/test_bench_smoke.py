@@ -30,6 +30,7 @@ TINY: dict[str, list[str]] = {
                 "--noise-maps", "1", "--noise-map-packages", "10", "--query-repeat", "3"],
     "check": ["--scans", "20", "--repeats", "1", "--sample", "3"],
     "definitions_load": ["--sizes", "2", "--repeats", "1"],
+    "poll_logs": ["--jobs", "10", "--rounds", "1", "--floods", "1"],
     "overhead": ["--n", "4", "--batch-size", "2", "--sleep", "0.01", "--parallel", "2",
                  "--timeout", "240"],
 }

@@ -29,6 +29,7 @@ from resources.backends.kubernetes_indexed import (
     STUCK_REASONS,
     cancelled_indexes,
     member_status,
+    pod_node,
 )
 from resources.backends.kubernetes_indexed import pod_index as _index
 from resources.backends.kubernetes_manifest import (
@@ -202,7 +203,7 @@ class KubernetesBackend:
         if waiting is not None and waiting.reason in STUCK_REASONS:
             return JobStatus(job_id, "pending", reason=f"{waiting.reason}: {waiting.message}")
         if phase == "Running":
-            return JobStatus(job_id, "running")
+            return JobStatus(job_id, "running", node=pod_node(sorted(pods, key=_created)))
         return JobStatus(job_id, "pending", reason=waiting.reason if waiting else None)
 
     @staticmethod

@@ -60,6 +60,15 @@ def _container_state(pods: list[Any]) -> tuple[Any, Any, str | None]:
     return terminated, waiting, phase
 
 
+def pod_node(pods: list[Any]) -> str | None:
+    """The node the newest of ``pods`` was scheduled on, if it was."""
+    for pod in reversed(pods):
+        node = getattr(getattr(pod, "spec", None), "node_name", None)
+        if node:
+            return str(node)
+    return None
+
+
 def member_status(member: str, job: Any, pods: list[Any]) -> JobStatus:
     """The state of member ``J#i`` from its Job and the pods of its index."""
     if job is None:
@@ -84,7 +93,7 @@ def member_status(member: str, job: Any, pods: list[Any]) -> JobStatus:
     if waiting is not None and waiting.reason in STUCK_REASONS:
         return JobStatus(member, "pending", reason=f"{waiting.reason}: {waiting.message}")
     if phase == "Running" or (terminated is not None):  # ended; the Job not yet updated
-        return JobStatus(member, "running")
+        return JobStatus(member, "running", node=pod_node(pods))
     return JobStatus(member, "pending", reason=waiting.reason if waiting else None)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,8 @@ _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._
 
 #: Separates an array's name from a member's index in a member's job id.
 ARRAY_SEP = "#"
+#: Where local jobs run, as a status names it.
+_HOST = socket.gethostname()
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -146,7 +149,9 @@ class LocalBackend:
                 return _finished(job_id, result)
             return JobStatus(job_id, "failed", reason="the job's supervisor died (killed?)")
         started = _read(job_dir / "started.json")
-        return JobStatus(job_id, "running" if started else "pending")
+        if started:
+            return JobStatus(job_id, "running", node=_HOST)
+        return JobStatus(job_id, "pending", reason="waiting for a free local slot")
 
     def cancel(self, job_id: str, grace_s: float = 5.0) -> None:
         """SIGTERM the job's process group, SIGKILL it if still there after ``grace_s``."""

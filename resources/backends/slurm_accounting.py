@@ -15,8 +15,8 @@ from ccat_assets.jobs import JobState, JobStatus
 #: The fields asked of ``sacct`` (``-P --noconvert``: ``|``-separated, MaxRSS in bytes).
 SACCT_FIELDS = ("JobIDRaw", "JobID", "JobName", "State", "ExitCode", "ElapsedRaw", "TotalCPU",
                 "MaxRSS", "Reason")
-#: The ``squeue --format``: id, name, long state, reason.
-SQUEUE_FORMAT = "%i|%j|%T|%r"
+#: The ``squeue --format``: id, name, long state, reason, node list (empty while pending).
+SQUEUE_FORMAT = "%i|%j|%T|%r|%N"
 
 #: SLURM job state -> (our state, reason shown when the job did not succeed).
 STATE_MAP: dict[str, tuple[JobState, str | None]] = {
@@ -133,17 +133,21 @@ class SqueueJob:
     name: str
     state: str
     reason: str
+    nodes: str = ""
 
 
 def parse_squeue(text: str) -> dict[str, SqueueJob]:
-    """``squeue --noheader --format=SQUEUE_FORMAT`` -> jobs by id (errors ignored)."""
+    """``squeue --noheader --format=SQUEUE_FORMAT`` -> jobs by id (errors ignored); the node
+    list column may be absent (an older format)."""
     jobs = {}
     for line in text.splitlines():
         cols = line.split("|")
-        if len(cols) != 4 or not re.fullmatch(r"\d+(_\d+)?", cols[0]):
+        if len(cols) not in (4, 5) or not re.fullmatch(r"\d+(_\d+)?", cols[0]):
             continue
+        nodes = cols[4].strip() if len(cols) == 5 else ""
         jobs[cols[0]] = SqueueJob(cols[0], cols[1], cols[2].strip(),
-                                  "" if cols[3] in ("None", "(null)") else cols[3])
+                                  "" if cols[3] in ("None", "(null)") else cols[3],
+                                  "" if nodes in ("(null)", "n/a") else nodes)
     return jobs
 
 
@@ -157,7 +161,8 @@ def status_from_squeue(job: SqueueJob) -> JobStatus:
     state, reason = _mapped(job.job_id, job.state)
     if state in ("pending", "running") and job.reason:
         reason = f"{reason}; {job.reason}" if reason else job.reason
-    return JobStatus(job.job_id, state, reason=reason if state != "completed" else None)
+    return JobStatus(job.job_id, state, reason=reason if state != "completed" else None,
+                     node=(job.nodes or None) if state == "running" else None)
 
 
 def status_from_sacct(job: SacctJob) -> JobStatus:
