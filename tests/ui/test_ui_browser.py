@@ -7,7 +7,8 @@ Selenium, against a real ``dagster-webserver`` over a copy of the demo state
   -> grid: four node boxes and an arrow from each one's right edge to the next one's left.
 - A map's partition page shows the products table of its latest materialization (the metadata
   ``factory.materialize_result`` writes), with the rows of the run's products in the ops-db.
-- A failed run's page shows the run as a Failure with the failure the step raised.
+- A failed run's page shows the run as a Failure, with the exit code and the last line the
+  program wrote to stderr.
 
 Screenshots of every page, taken when the page is checked and also when a check fails (then
 with the page's HTML beside it), go to ``var/test-artifacts/ui/`` in the checkout, emptied at
@@ -248,7 +249,9 @@ def test_lineage_products_and_a_failed_run_as_a_person_sees_them(ui: UI) -> None
 
     with ui.page("3-failed-run"):
         ui.open(f"/runs/{ui.failed_run_id}")
-        failure = f"calibrate/{FAILING_KEY}: exit code 3"
-        ui.wait("the run's failure", lambda: failure in ui.text())
+        failure = (f"calibrate/{FAILING_KEY}: exit code 3\nlast 1 lines of stderr:\n"
+                   f"failing sub-group {FAILING_KEY} on request")
+        ui.wait("the failure with the program's last stderr lines",
+                lambda: failure in ui.text())
         assert "Failure" in ui.text()
 
