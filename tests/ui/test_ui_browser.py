@@ -51,9 +51,6 @@ FAILING_KEY = "executed_obs_unit=NGC253-CO43-20261101-s001"
 MAP_KEY = "source=NGC253__line=CO43"
 MAP_PAGE = ("/assets/ccat/chai_standing/grid?view=partitions&partition="
             + urllib.parse.quote(MAP_KEY, safe=""))
-#: The raw packages the map was made from: two scans on each of two nights.
-MAP_RAW = {f"chai-NGC253-CO43-{night}-s00{scan}" for night in ("20261101", "20261102")
-           for scan in (1, 2)}
 WAIT_S = 90  # two shared cores: the UI's first render of a page can take tens of seconds
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
