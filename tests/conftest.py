@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from ccat_assets.opsdb import migrate
 from ccat_assets.opsdb.session import create_engine, dispose_engines, normalize_url
 from ccat_assets.settings import get_settings
+from tests.demokit import DemoState, build_demo_state
 
 REQUIRE_INTEGRATION = os.environ.get("CCAT_REQUIRE_INTEGRATION") == "1"
 PG_URL = os.environ.get("CCAT_TEST_DATABASE_URL", "")
@@ -87,3 +88,10 @@ def ccat_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     yield home
     get_settings.cache_clear()
     dispose_engines()
+
+
+@pytest.fixture(scope="session")
+def demo_state(tmp_path_factory: pytest.TempPathFactory) -> DemoState:
+    """``make demo``'s state, built once per session for every test that asks for it (about
+    100 s); a test works on a copy of it (``tests.demokit.copy_demo_state``)."""
+    return build_demo_state(tmp_path_factory.mktemp("demo-state") / "demo")

@@ -1,25 +1,20 @@
 """The demo as a test: `make demo`'s script end to end on a private home (real
 dagster-daemon, the standing pipeline filling its gaps by itself, a second night reprocessing
-only what it touched), then the Dagster webserver over the same state, queried through
+only what it touched; built once per session by the ``demo_state`` fixture, which other tests
+share), then the Dagster webserver over a copy of that state, queried through
 dagster-graphql's client: the asset graph has the pipeline's assets and their
 materializations per partition, and a pipeline applied while the webserver runs appears
 after `ccat-wm apply` reloads the code location."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from dagster_graphql import DagsterGraphQLClient
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.demokit import BIN, ROOT, DemoState, copy_demo_state, webserver
 
 ASSETS_QUERY = """
 query {
@@ -34,12 +29,6 @@ query {
   }
 }
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _apply_a_new_pipeline(tmp_path: Path, env: dict[str, str], port: int) -> str:
@@ -60,47 +49,24 @@ def _apply_a_new_pipeline(tmp_path: Path, env: dict[str, str], port: int) -> str
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_demo_runs_end_to_end_and_the_webserver_shows_it(tmp_path: Path) -> None:
-    home = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CCAT_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    result = subprocess.run([sys.executable, "-m", "examples.demo", "--home", str(home),
-                             "--timeout", "400"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=1200, check=False)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    out = result.stdout
+def test_demo_runs_end_to_end_and_the_webserver_shows_it(demo_state: DemoState,
+                                                         tmp_path: Path) -> None:
+    out = demo_state.output
     assert "grid         COMPLETED     3" in out  # 2 maps, then the touched one once more
     assert "calibrate    COMPLETED     6" in out  # 4 scans, then 2 new ones; none twice
     assert "sub-groups reduced more than once (new data touched them): 1" in out
     quicklook = out.split("quicklook: ")[1].splitlines()[0]
     assert quicklook.endswith(".png") and Path(quicklook).stat().st_size > 1000
 
-    port = _free_port()
-    web_env = {**env, "CCAT_WORKFLOW_MANAGER_HOME": str(home),
-               "DAGSTER_HOME": str(home / "dagster")}
+    web_env = copy_demo_state(demo_state, tmp_path / "demo")
     checked = subprocess.run([str(BIN / "ccat-wm"), "check"], cwd=ROOT, env=web_env,
                              capture_output=True, text=True, timeout=300, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr  # Dagster == ops-db
-    server = subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml",
-                               "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=web_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                data = client._execute(ASSETS_QUERY)  # noqa: SLF001 - the client's raw query
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(2)
+    with webserver(web_env, tmp_path / "webserver.log") as (port, client):
+        data = client._execute(ASSETS_QUERY)  # noqa: SLF001 - the client's raw query
         reloaded = _apply_a_new_pipeline(tmp_path, web_env, port)
         new_nodes = client._execute(  # noqa: SLF001
             ASSETS_QUERY.replace('"chai_standing"', '"chai_reloaded"'))["assetNodes"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     assert "reloaded code location 'ccat_assets.definitions'" in reloaded
     assert {"/".join(n["assetKey"]["path"]) for n in new_nodes} == {
         "ccat/chai_reloaded/calibrate", "ccat/chai_reloaded/baseline",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the packages needed for the local single-node SLURM cluster and the
-# loopback sshd used by the SLURM backend tests (Debian 12 / bookworm).
+# loopback sshd used by the SLURM backend tests, and the headless Chromium with its
+# chromedriver that the browser test of the Dagster UI drives (Debian 12 / bookworm).
 #
 # Idempotent: when every binary is already present, apt is not touched at all.
 # Package maintainer scripts are prevented from starting daemons (munge, sshd on
@@ -27,6 +28,8 @@ declare -A PKG=(
   [mysql]=mariadb-client
   [python3]=python3
   [bwrap]=bubblewrap          # a real container stand-in for the contract tests
+  [chromium]=chromium         # the browser test of the Dagster UI (tests/ui/)
+  [chromedriver]=chromium-driver
 )
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
