@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from ccat_assets.collect import CollectionError, collect_run
 from ccat_assets.contract import PathMap, RunLayout, contract_env, write_manifest
+from ccat_assets.fault_points import reached
 from ccat_assets.fingerprint import is_current
 from ccat_assets.inputs import RunInputs, is_final_step, layout_for, plan_inputs
 from ccat_assets.jobs import Backend, ContainerRuntime, JobSpec, JobStatus
@@ -217,6 +218,7 @@ def execute_partition(
             raise RunFailed(claimed.run_id, RunStatus.FAILED,
                             f"submission failed: {exc}") from exc
         record_submission(services, {claimed.run_id: job_id})
+        reached("after-submit")
     final = _wait(services, claimed.run_id, job_id)
     return finish_run(services, claimed.run_id, claimed.layout, final, claimed.reattached)
 
@@ -461,6 +463,7 @@ def _mark_running(services: ExecutionServices, run_id: int, job_id: str) -> None
         if RunStatus(run.status) == RunStatus.SUBMITTED:
             transition(run, RunStatus.RUNNING)
     services.log(f"run {run_id}: job {job_id} is running")
+    reached("job-running")
 
 
 def _shown(jobs: Mapping[str, int]) -> str:
@@ -501,6 +504,8 @@ def finish_run(
             if RunStatus(run.status) != RunStatus.COMPLETED:
                 transition(run, RunStatus.COMPLETED)
             outcome = _outcome(run, result.products, warnings, reattached)
+            session.flush()
+            reached("in-collection")
     except (CollectionError, OSError) as exc:  # OSError: an output unreadable while hashed
         _collect_logs(services, run_id, layout)
         fail_run(services, run_id, f"collection failed: {exc}")
