@@ -263,8 +263,8 @@ def _role(argv: list[str]) -> str | None:
         return "daemon"
     if "api grpc" in joined:
         return "code_server"
-    if "execute_run" in joined:
-        return "run_worker"
+    if "spawn_main" in joined:  # the code server starts run workers with multiprocessing
+        return "run_worker"  # (a candidate: the kill checks the pid the run announced)
     return None
 
 
@@ -439,12 +439,12 @@ def concurrency_check(samples: Samples) -> dict[str, Any]:
 def priority_check(instance: Any, max_concurrent_runs: int) -> dict[str, Any]:
     """No run left the queue while a run of higher priority, queued before it (by more than
     one dequeue interval), could have started: its pool had room and the instance's run limit
-    was not the reason. Intervals come from the runs' RUN_ENQUEUED and RUN_DEQUEUED events and
-    their end times."""
+    was not the reason. Intervals come from the runs' RUN_ENQUEUED and RUN_STARTING events (the
+    queue reports STARTING as it launches a run) and their end times."""
     import dagster as dg
 
     enq = _event_times(instance, dg.DagsterEventType.RUN_ENQUEUED)
-    deq = _event_times(instance, dg.DagsterEventType.RUN_DEQUEUED)
+    deq = _event_times(instance, dg.DagsterEventType.RUN_STARTING)  # launched from the queue
     records = instance.get_run_records()
     info = {}
     for record in records:
@@ -496,6 +496,19 @@ def _event_times(instance: Any, kind: Any) -> dict[str, float]:
         if not result.has_more:
             return times
         cursor = result.cursor
+
+
+def final_state(engine: sa.Engine) -> dict[str, Any]:
+    left = not_up_to_date(engine)
+    return {"not_up_to_date": left[:10], "holds": not left}
+
+
+def checked(check: Any, *args: Any) -> dict[str, Any]:
+    """A check's result; a check that raised fails with its error, the others still run."""
+    try:
+        return check(*args)
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}", "holds": False}
 
 
 def ccat_check(env: dict[str, str]) -> dict[str, Any]:
@@ -553,22 +566,20 @@ def run_load(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 samples = sampler.samples
                 runs = instance.get_runs()
                 checks = {
-                    "gaps_filled_once": gap_checks(s.opsdb, s.home / "jobs"),
-                    "max_concurrent_runs": concurrency_check(samples),
-                    "priority_order": priority_check(instance, args.max_concurrent_runs),
-                    "final_state_is_a_from_scratch_evaluation": {
-                        "not_up_to_date": not_up_to_date(s.opsdb)[:10]},
+                    "gaps_filled_once": checked(gap_checks, s.opsdb, s.home / "jobs"),
+                    "max_concurrent_runs": checked(concurrency_check, samples),
+                    "priority_order": checked(priority_check, instance,
+                                              args.max_concurrent_runs),
+                    "final_state_is_a_from_scratch_evaluation": checked(final_state, s.opsdb),
                 }
-                checks["final_state_is_a_from_scratch_evaluation"]["holds"] = \
-                    not checks["final_state_is_a_from_scratch_evaluation"]["not_up_to_date"]
         finally:
             daemon.stop()
             os.environ.clear()
             os.environ.update(saved)
-        checks["ccat_wm_check"] = ccat_check(env)
+        checks["ccat_wm_check"] = checked(ccat_check, env)
         log(daemon.log.read_text(errors="replace")[-3000:] if not all(
             c["holds"] for c in checks.values()) else "every check holds")
-    completed = checks["gaps_filled_once"]["completed_runs"]
+    completed = checks["gaps_filled_once"].get("completed_runs", 0)
     return {
         "wall_s": round(wall, 1), "sub_groups_per_minute": round(completed / wall * 60, 1),
         "completed_runs": completed,
