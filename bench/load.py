@@ -45,6 +45,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,6 +210,8 @@ class Samples:
     code_server: Role = field(default_factory=Role)
     count: int = 0
     errors: list[str] = field(default_factory=list)
+    #: What was executing when a step was seen over its limit (the first few times).
+    over_limit: list[dict[str, Any]] = field(default_factory=list)
 
 
 # -- the stack ----------------------------------------------------------------------------
@@ -284,11 +287,14 @@ class Sampler(threading.Thread):
         while not self.stopping.wait(SAMPLE_S):
             try:
                 executing: Counter[str] = Counter()
+                where: dict[str, list[str]] = defaultdict(list)
                 group = self.d.process.pid if self.d.process else None
                 workers = []
                 for pid, stat, argv in processes():
                     if len(argv) > 2 and argv[1] == str(PROGRAM):
                         executing[argv[2]] += 1
+                        with contextlib.suppress(OSError):
+                            where[argv[2]].append(f"{pid} {os.readlink(f'/proc/{pid}/cwd')}")
                     elif group is not None and int(stat[2]) == group:
                         role = _role(argv)
                         if role == "daemon":
@@ -299,6 +305,10 @@ class Sampler(threading.Thread):
                             workers.append(pid)
                 for step, n in executing.items():
                     self.samples.executing_max[step] = max(self.samples.executing_max[step], n)
+                    if n > LIMITS.get(step, 0) and len(self.samples.over_limit) < 5:
+                        self.samples.over_limit.append(
+                            {"at": time.strftime("%H:%M:%S"), "step": step,
+                             "processes": where[step]})
                 queued = Counter(r.tags.get("ccat/pipeline", "?") for r in self.instance.get_runs(
                     filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])))
                 for pipeline, n in queued.items():
@@ -432,15 +442,17 @@ def gap_checks(engine: sa.Engine, jobs_dir: Path) -> dict[str, Any]:
 def concurrency_check(samples: Samples) -> dict[str, Any]:
     over = {step: n for step, n in samples.executing_max.items() if n > LIMITS.get(step, 0)}
     return {"sampled_max": dict(sorted(samples.executing_max.items())), "limits": LIMITS,
-            "exceeded": over, "samples": samples.count,
+            "exceeded": over, "samples": samples.count, "over_limit": samples.over_limit,
             "holds": not over and bool(samples.executing_max)}
 
 
-def priority_check(instance: Any, max_concurrent_runs: int) -> dict[str, Any]:
-    """No run left the queue while a run of higher priority, queued before it (by more than
-    one dequeue interval), could have started: its pool had room and the instance's run limit
-    was not the reason. Intervals come from the runs' RUN_ENQUEUED and RUN_STARTING events (the
-    queue reports STARTING as it launches a run) and their end times."""
+def priority_check(instance: Any, max_concurrent_runs: int, lag_s: float) -> dict[str, Any]:
+    """No run left the queue while a run of higher priority, queued before it, could have
+    started: its pool had room and the instance's run limit was not the reason. The queue
+    decides at the start of an iteration and then launches its runs one by one (seconds each
+    on a busy machine), so "before" and "room" must hold over the ``lag_s`` before a launch.
+    Intervals come from the runs' RUN_ENQUEUED and RUN_STARTING events (the queue reports
+    STARTING as it launches a run) and their end times."""
     import dagster as dg
 
     enq = _event_times(instance, dg.DagsterEventType.RUN_ENQUEUED)
@@ -463,16 +475,22 @@ def priority_check(instance: Any, max_concurrent_runs: int) -> dict[str, Any]:
     def in_progress(at: float) -> int:
         return sum(1 for _, _, _, start, end in info.values() if start < at < end)
 
+    def room(pool: str, start: float, end: float) -> bool:
+        """Whether the pool was below its limit at every moment of [start, end]."""
+        moments = [start, end] + [t for a, b in by_pool[pool] for t in (a, b) if start < t < end]
+        return all(pool_busy(pool, t) < _pool_limit(pool) for t in moments)
+
     inversions = []
-    for run_id, (prio, _, _, t_out, _) in info.items():
+    for run_id, (prio, out_pool, _, t_out, _) in info.items():
         if in_progress(t_out) >= max_concurrent_runs:
             continue
         for other, (hi, pool, t_in, t_other_out, _) in info.items():
-            if hi > prio and t_in < t_out - 1.0 and t_other_out > t_out \
-                    and pool_busy(pool, t_out) < _pool_limit(pool) \
-                    and pool_busy(pool, t_out - 1.0) < _pool_limit(pool):
-                inversions.append({"dequeued": run_id[:8], "priority": prio,
-                                   "waiting": other[:8], "its_priority": hi, "pool": pool})
+            if hi > prio and t_in < t_out - lag_s and t_other_out > t_out \
+                    and room(pool, t_out - lag_s, t_out):
+                inversions.append({"launched": f"{run_id[:8]} {out_pool}", "priority": prio,
+                                   "waiting": f"{other[:8]} {pool}", "its_priority": hi,
+                                   "queued_s_before": round(t_out - t_in, 1),
+                                   "launched_s_later": round(t_other_out - t_out, 1)})
     return {"runs_checked": len(info), "inversions": inversions[:10],
             "n_inversions": len(inversions), "holds": not inversions and bool(info)}
 
@@ -569,7 +587,7 @@ def run_load(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     "gaps_filled_once": checked(gap_checks, s.opsdb, s.home / "jobs"),
                     "max_concurrent_runs": checked(concurrency_check, samples),
                     "priority_order": checked(priority_check, instance,
-                                              args.max_concurrent_runs),
+                                              args.max_concurrent_runs, args.decision_lag),
                     "final_state_is_a_from_scratch_evaluation": checked(final_state, s.opsdb),
                 }
         finally:
@@ -577,6 +595,10 @@ def run_load(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             os.environ.clear()
             os.environ.update(saved)
         checks["ccat_wm_check"] = checked(ccat_check, env)
+        if args.logs:
+            Path(args.logs).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(daemon.log, Path(args.logs) / f"daemon-{'chaos' if chaos else 'plain'}"
+                            f"-{args.scans}.log")
         log(daemon.log.read_text(errors="replace")[-3000:] if not all(
             c["holds"] for c in checks.values()) else "every check holds")
     completed = checks["gaps_filled_once"].get("completed_runs", 0)
@@ -648,6 +670,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sleep-max", type=float, default=0.2)
     parser.add_argument("--timeout", type=float, default=3600,
                         help="seconds to settle after the last burst")
+    parser.add_argument("--decision-lag", type=float, default=5.0,
+                        help="seconds the queue may take from deciding to launching a run")
+    parser.add_argument("--logs", default=None, help="keep the daemon's log in this folder")
     parser.add_argument("--postgres-url", default=os.environ.get("CCAT_TEST_DATABASE_URL"))
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
@@ -664,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-load-", dir=args.workdir) as tmp:
         result = report(args, run_load(args, Path(tmp)))
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2, default=str), flush=True)
     return 0 if result["all_checks_hold"] else 1
 
 
