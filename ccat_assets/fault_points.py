@@ -53,11 +53,11 @@ def reached(point: str) -> None:
     name, _, nth = armed.partition(":")
     if name != point:
         return
-    with _lock:
-        _hits[point] = count = _hits.get(point, 0) + 1
+    marker = Path(os.environ[FILE_ENV])
+    with _lock:  # counted per marker: a test that arms the point anew starts from zero
+        _hits[str(marker)] = count = _hits.get(str(marker), 0) + 1
     if count != (int(nth) if nth else 1):
         return
-    marker = Path(os.environ[FILE_ENV])
     if not _claim(marker, point):
         return  # fired already (in this or another process)
     deadline = time.monotonic() + float(os.environ.get(TIMEOUT_ENV, "600"))

@@ -64,6 +64,22 @@ def test_nth_hit(tmp_path: Path) -> None:
     assert child.communicate(timeout=60)[0] == "done\n"
 
 
+def test_count_starts_anew_with_each_marker(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second test in the same process arms the point with its own marker and is paused
+    at its first hit, whatever the first test's hits were."""
+    for marker in (tmp_path / "first", tmp_path / "second"):
+        for name, value in fault_points.arm("in-collection", marker).items():
+            monkeypatch.setenv(name, value)
+        thread = threading.Thread(target=fault_points.reached, args=("in-collection",))
+        thread.start()
+        assert fault_points.wait_paused(marker, 60) == os.getpid()
+        fault_points.release(marker)
+        thread.join(60)
+        fault_points.reached("in-collection")  # a retry's hit: goes through
+    assert not thread.is_alive()
+
+
 def test_threads_of_one_process_pause_once(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     marker = tmp_path / "fault"
