@@ -24,12 +24,13 @@ from tests.conftest import PG_URL, _postgres_reachable, require_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
+SCANS = 200
 
 
 @pytest.mark.parametrize("mode", ["plain", "chaos"])
 def test_load_gaps_filled_once_under_bursts(mode: str, tmp_path: Path) -> None:
     require_service(_postgres_reachable(), f"PostgreSQL at CCAT_TEST_DATABASE_URL={PG_URL!r}")
-    argv = [sys.executable, str(ROOT / "bench" / "load.py"), "--scans", "200",
+    argv = [sys.executable, str(ROOT / "bench" / "load.py"), "--scans", str(SCANS),
             "--burst-interval", "2", "--sleep-min", "0.01", "--sleep-max", "0.05",
             "--timeout", "400", "--postgres-url", PG_URL, "--workdir", str(tmp_path)]
     if mode == "chaos":
@@ -43,7 +44,7 @@ def test_load_gaps_filled_once_under_bursts(mode: str, tmp_path: Path) -> None:
     failed = {name: check for name, check in checks.items() if not check["holds"]}
     assert not failed, json.dumps(failed, indent=1)[-5000:] + result.stderr[-3000:]
     assert result.returncode == 0
-    assert report["result"]["completed_runs"] >= 2 * 200  # both CONTINUOUS calibrate steps
+    assert report["result"]["completed_runs"] >= 2 * SCANS  # both CONTINUOUS calibrate steps
     if mode == "chaos":
         chaos = report["result"]["chaos"]
         assert chaos["daemon_killed"] == 1
