@@ -34,6 +34,7 @@ from ccat_assets.execute import (
     stage_runs,
     wait_jobs,
 )
+from ccat_assets.fault_points import reached
 from ccat_assets.jobs import JobSpec, submit_array
 from ccat_assets.run_progress import collected_line
 
@@ -206,5 +207,6 @@ def _submit(services: ExecutionServices, pipeline: str, step: str,
                                  for m, job_id in zip(members, job_ids, strict=True)})
     services.log(f"batch {name}: {len(job_ids)} jobs submitted as one "
                  f"{services.backend.name} array")
+    reached("after-submit")
     for key, job_id in zip(specs, job_ids, strict=True):
         claimed[key] = replace(claimed[key], job_id=job_id)

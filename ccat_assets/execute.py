@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, object_session, selectinload, sessionmaker
 
 from ccat_assets.collect import CollectionError, collect_run
 from ccat_assets.contract import PathMap, RunLayout, contract_env, write_manifest
+from ccat_assets.fault_points import reached
 from ccat_assets.fingerprint import is_current
 from ccat_assets.inputs import RunInputs, is_final_step, layout_for, plan_inputs_many
 from ccat_assets.job_watch import JobOutput, JobWatch
@@ -300,6 +301,7 @@ def execute_partition(
             raise RunFailed(claimed.run_id, RunStatus.FAILED,
                             f"submission failed: {exc}") from exc
         record_submission(services, {claimed.run_id: job_id})
+        reached("after-submit")
     final = _wait(services, claimed.run_id, job_id, claimed.layout)
     return finish_run(services, claimed.run_id, claimed.layout, final, claimed.reattached,
                       is_final=claimed.is_final,
@@ -654,6 +656,7 @@ def _mark_running(services: ExecutionServices, started: Mapping[str, int]) -> No
         for run_id in started.values():
             if RunStatus(runs[run_id].status) == RunStatus.SUBMITTED:
                 transition(runs[run_id], RunStatus.RUNNING)
+    reached("job-running")
 
 
 def _shown(jobs: Mapping[str, int]) -> str:
@@ -708,6 +711,8 @@ def finish_run(
             if RunStatus(run.status) != RunStatus.COMPLETED:
                 transition(run, RunStatus.COMPLETED)
             outcome = _outcome(run, result.products, warnings, reattached)
+            session.flush()
+            reached("in-collection")
     except (CollectionError, OSError) as exc:  # OSError: an output unreadable while hashed
         _collect_logs(services, run_id, layout, is_final, processing_location_id)
         fail_run(services, run_id, f"collection failed: {exc}")

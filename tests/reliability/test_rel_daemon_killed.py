@@ -8,12 +8,12 @@ running the test program.
 Where a tick is hit: after the sensor's evaluation the daemon stores one reserved run id per
 run request on the STARTED tick, then creates and queues the runs one by one (an execution
 plan from the code server and a few writes each). The test registers ``N_SCANS`` scans at
-once, so the first tick asks for one calibrate run per scan; it polls the tick storage and
-kills the daemon's whole process group (daemon and code server) once that tick is STARTED and
-``KILL_AFTER`` of its runs exist. It then checks from the stored state that the kill landed
-there: the tick is still STARTED and fewer runs exist than it reserved. A miss (the rest of
-the tick went by between the check and the kill) is retried with new scans, at most
-``ATTEMPTS`` times.
+once, so the first tick asks for one calibrate run per scan. The instance's run coordinator
+is Dagster's queued one with a fault point (``tests/reliability/fault_coordinator.py``):
+the daemon pauses before queueing the tick's run number ``KILL_AT``, which it has just
+created, and the test kills its whole process group (daemon and code server) there. It then
+checks from the stored state that the kill landed there: the tick is still STARTED, fewer
+runs exist than it reserved, the last one created never queued.
 
 While the first daemon lives the run queue is held (``max_concurrent_runs: 0``), so no run
 worker is executing when the group is killed: this test is about the tick (a run worker
@@ -37,6 +37,7 @@ import sqlalchemy as sa
 import yaml
 from dagster._core.scheduler.instigation import InstigatorTick, InstigatorType, TickStatus
 
+from ccat_assets import fault_points
 from ccat_assets.gaps import Reason, evaluate
 from ccat_assets.gapstate.load import load_pipeline_state
 from ccat_assets.opsdb import (
@@ -49,6 +50,7 @@ from ccat_assets.opsdb import (
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.opsdb.types import utcnow
 from tests.daemonkit import (  # noqa: F401 - daemon_env_fixture is the fixture daemon_env
+    ROOT,
     completed_runs,
     daemon_env_fixture,
     disagreements,
@@ -64,9 +66,8 @@ from tests.gaps.gapkit import PIPELINE, SENSOR, apply_pipeline, ingest, map_key,
 SOURCE, LINE = "NGC253", "CO43"
 N_SCANS = 6
 FILES_PER_PACKAGE = 2  # tests.factories.write_observations
-#: Kill once this many of the tick's runs exist: inside the submission, not at its edge.
-KILL_AFTER = 2
-ATTEMPTS = 3
+#: Kill when the tick has created its run number ``KILL_AT`` and is about to queue it.
+KILL_AT = 3
 RUN_KEY_TAG, SENSOR_TAG = "dagster/run_key", "dagster/sensor_name"
 TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED}
@@ -107,34 +108,38 @@ def runs_created(instance: dg.DagsterInstance, tick: InstigatorTick,
     return instance.get_runs_count(dg.RunsFilter(run_ids=ids, statuses=statuses)) if ids else 0
 
 
+def use_fault_coordinator(home: Path) -> None:
+    """The production instance but for its run coordinator, which has the fault point."""
+    path = home / "dagster.yaml"
+    config = yaml.safe_load(path.read_text())
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    config["run_coordinator"].update(module="tests.reliability.fault_coordinator",
+                                     **{"class": "FaultPointRunCoordinator"})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def kill_mid_tick(instance: dg.DagsterInstance, daemon: subprocess.Popen[bytes],
-                  log: Path, timeout_s: float = 90) -> Kill | None:
-    """Kill the daemon's process group while the gap sensor's tick is creating its runs.
-    Returns what the stored tick said after the kill, or None when the kill missed."""
-    before = max((t.tick_id for t in sensor_ticks(instance)), default=-1)
+                  log: Path, marker: Path, timeout_s: float = 90) -> Kill:
+    """Kill the daemon's process group where it paused, queueing the tick's run ``KILL_AT``;
+    return what the stored tick said after the kill."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        assert daemon.poll() is None, f"the daemon exited:\n{log.read_text()[-3000:]}"
-        ticks = [t for t in sensor_ticks(instance) if t.tick_id > before]
-        if ticks and ticks[0].status == TickStatus.STARTED \
-                and runs_created(instance, ticks[0]) >= KILL_AFTER:
-            kill_daemon(daemon)  # and wait until no process of its group is alive
-            elapsed = time.monotonic() - start
-            tick = instance.schedule_storage.get_tick(ticks[0].tick_id)
-            reserved, created = len(tick.tick_data.reserved_run_ids or []), \
-                runs_created(instance, tick)
-            # The queue was held: no run of the tick had a worker that the kill could take down.
-            assert runs_created(instance, tick, [dg.DagsterRunStatus.NOT_STARTED,
-                                                 dg.DagsterRunStatus.QUEUED]) == created
-            if tick.status == TickStatus.STARTED and created < reserved:
-                not_queued = runs_created(instance, tick, [dg.DagsterRunStatus.NOT_STARTED])
-                return Kill(tick.tick_id, reserved, created, not_queued, elapsed)
-            return None
-        elif ticks and ticks[0].status == TickStatus.SUCCESS:
-            return None  # the whole tick went by between two polls
-        time.sleep(0.02)
-    pytest.fail(f"no tick of {SENSOR} started creating runs within {timeout_s} s:\n"
-                f"{log.read_text()[-3000:]}")
+    try:
+        pid = fault_points.wait_paused(marker, timeout_s, alive=lambda: daemon.poll() is None)
+    except AssertionError as exc:
+        pytest.fail(f"{exc}:\n{log.read_text()[-3000:]}")
+    assert pid == daemon.pid  # the sensor thread runs in the daemon's own process
+    kill_daemon(daemon)  # and wait until no process of its group is alive
+    elapsed = time.monotonic() - start
+    [tick] = sensor_ticks(instance)
+    reserved, created = len(tick.tick_data.reserved_run_ids or []), runs_created(instance, tick)
+    # The queue was held: no run of the tick had a worker that the kill could take down.
+    assert runs_created(instance, tick, [dg.DagsterRunStatus.NOT_STARTED,
+                                         dg.DagsterRunStatus.QUEUED]) == created
+    not_queued = runs_created(instance, tick, [dg.DagsterRunStatus.NOT_STARTED])
+    # the kill landed inside the tick's submission: STARTED, some runs created, not all
+    assert tick.status == TickStatus.STARTED, tick.status
+    assert (created, not_queued, reserved) == (KILL_AT, 1, N_SCANS)
+    return Kill(tick.tick_id, reserved, created, not_queued, elapsed)
 
 
 def all_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
@@ -167,24 +172,21 @@ def test_daemon_killed_mid_tick_launches_each_gap_once(
         daemon_env: dict[str, str], home: Path, instance: dg.DagsterInstance,
         tmp_path: Path) -> None:
     t0 = time.monotonic()
-    env = {**daemon_env, "CCAT_WORKFLOW_MANAGER_SENSOR_MAX_RUNS_PER_TICK": str(N_SCANS)}
+    env = {**daemon_env, "CCAT_WORKFLOW_MANAGER_SENSOR_MAX_RUNS_PER_TICK": str(N_SCANS),
+           "PYTHONPATH": str(ROOT)}  # the fault coordinator's module
     apply_pipeline(tmp_path, calibrate={"max_concurrent_runs": 3})
     workspace, log = tmp_path / "workspace.yaml", tmp_path / "daemon.log"
-    kill: Kill | None = None
-    scans: list[tuple[str, str, str]] = []
+    scans = [(f"scan-{i:02d}", SOURCE, LINE) for i in range(N_SCANS)]
     set_run_limit(home, 0)  # hold the queue: nothing executes while the first daemon lives
-    for attempt in range(ATTEMPTS):
-        batch = [(f"scan-{attempt}{i:02d}", SOURCE, LINE) for i in range(N_SCANS)]
-        ingest(tmp_path, batch, night=f"2026-11-0{attempt + 1}")
-        scans += batch
-        daemon = start_daemon(env, workspace, log)
-        try:
-            kill = kill_mid_tick(instance, daemon, log)
-        finally:
-            stop_daemon(daemon)
-        if kill:
-            break
-    assert kill, f"the kill missed the tick in {ATTEMPTS} attempts"
+    use_fault_coordinator(home)
+    marker = tmp_path / "fault"
+    ingest(tmp_path, scans, night="2026-11-01")
+    daemon = start_daemon({**env, **fault_points.arm("run-queued", marker, nth=KILL_AT)},
+                          workspace, log)
+    try:
+        kill = kill_mid_tick(instance, daemon, log, marker)
+    finally:
+        stop_daemon(daemon)
     t_kill = time.monotonic()
 
     set_run_limit(home, 3)
@@ -208,7 +210,7 @@ def test_daemon_killed_mid_tick_launches_each_gap_once(
         stop_daemon(daemon)
     print(f"\nkilled with {kill.created}/{kill.reserved} runs of tick {kill.tick_id} created "
           f"({kill.not_queued} not yet queued), "
-          f"{kill.elapsed_s:.1f} s after the daemon started (attempt {attempt + 1}); "
+          f"{kill.elapsed_s:.1f} s after the daemon started; "
           f"set-up and kill {t_kill - t0:.1f} s, restart to every gap filled "
           f"{t_done - t_kill:.1f} s")
 

@@ -2,14 +2,16 @@
 
 * while the job is polled: the run completes, every product is recorded once, and no row is
   left in flight. The engine's ``pool_pre_ping`` replaces the connections the restart killed.
-* inside the collection transaction (3,000 output files make collection last seconds): the
-  transaction is lost and the run raises, having recorded nothing, its row still
-  COLLECTING_RESULTS. Then either Dagster retries it (a retry run whose parent is the failed
-  run): reconciliation leaves the row to the retry, which re-attaches and records each
-  product once; or nothing retries it: reconciliation fails the row, saying why.
+* inside the collection transaction: the transaction is lost and the run raises, having
+  recorded nothing, its row still COLLECTING_RESULTS. Then either Dagster retries it (a retry
+  run whose parent is the failed run): reconciliation leaves the row to the retry, which
+  re-attaches and records each product once; or nothing retries it: reconciliation fails the
+  row, saying why.
 
-Either way no row is left in flight. Needs root and the local cluster's ``pg_ctlcluster``
-(skips, or fails under ``CCAT_REQUIRE_INTEGRATION=1``, without)."""
+Either way no row is left in flight. The run pauses at a fault point
+(:mod:`ccat_assets.fault_points`: ``job-running``, ``in-collection``) and the restart happens
+while it waits there, so it lands in the phase meant every time. Needs root and the local
+cluster's ``pg_ctlcluster`` (skips, or fails under ``CCAT_REQUIRE_INTEGRATION=1``, without)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ccat_assets import fault_points
 from ccat_assets.execute import PollPolicy, execute_partition
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus, migrate
 from ccat_assets.settings import get_settings
@@ -69,8 +72,16 @@ def _restart_postgres(version: str) -> float:
     return time.monotonic() - started
 
 
-def test_postgres_restart_while_polling(cluster: str, make_pipeline) -> None:
-    make_pipeline({"sleep_s": 5, "n_files": 3})
+def _arm(monkeypatch: pytest.MonkeyPatch, point: str, marker: Path) -> None:
+    for name, value in fault_points.arm(point, marker).items():
+        monkeypatch.setenv(name, value)
+
+
+def test_postgres_restart_while_polling(cluster: str, make_pipeline,
+                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    make_pipeline({"sleep_s": 3, "n_files": 3})
+    marker = tmp_path / "fault"
+    _arm(monkeypatch, "job-running", marker)
     outcome: dict = {}
 
     def run() -> None:
@@ -83,11 +94,11 @@ def test_postgres_restart_while_polling(cluster: str, make_pipeline) -> None:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not (runs() and runs()[0].status == RunStatus.RUNNING):
-        assert time.monotonic() < deadline and thread.is_alive(), outcome
-        time.sleep(0.1)
-    _restart_postgres(cluster)
+    assert fault_points.wait_paused(marker, 60, alive=thread.is_alive) == os.getpid(), outcome
+    try:
+        _restart_postgres(cluster)  # while the run is between two polls of its job
+    finally:
+        fault_points.release(marker)
     thread.join(120)
     assert not thread.is_alive() and "error" not in outcome, outcome
     assert outcome["result"].status == RunStatus.COMPLETED
@@ -132,20 +143,22 @@ def _check_products_once(run_id: int, n_science: int) -> None:
 @pytest.mark.parametrize("ending", ["retried", "abandoned"])
 def test_postgres_restart_inside_collection(cluster: str, make_pipeline,
                                             monkeypatch: pytest.MonkeyPatch,
-                                            ending: str) -> None:
+                                            ending: str, tmp_path: Path) -> None:
     monkeypatch.setenv("CCAT_WORKFLOW_MANAGER_PROCESSING_LOCATION_ID", "test-processing")
     get_settings.cache_clear()
-    make_pipeline({"n_files": 3000})
+    make_pipeline({"n_files": 300})
+    marker = tmp_path / "fault"
+    _arm(monkeypatch, "in-collection", marker)
     with dg.instance_for_test() as instance:
         first = instance.create_run_for_job(job_def=_partition_run,
                                             status=dg.DagsterRunStatus.STARTED)
         outcome: dict = {}
         thread = _attempt(first.run_id, outcome)
-        deadline = time.monotonic() + 120
-        while not (runs() and runs()[0].status == RunStatus.COLLECTING_RESULTS):
-            assert time.monotonic() < deadline and thread.is_alive(), outcome
-            time.sleep(0.02)
-        _restart_postgres(cluster)
+        assert fault_points.wait_paused(marker, 120, alive=thread.is_alive) == os.getpid()
+        try:
+            _restart_postgres(cluster)  # while the collection transaction is open
+        finally:
+            fault_points.release(marker)
         thread.join(120)
         assert not thread.is_alive()
         [row] = runs()
@@ -192,4 +205,4 @@ def _retried(instance: dg.DagsterInstance, first: dg.DagsterRun,
     [done] = runs()
     assert done.status == RunStatus.COMPLETED and done.dagster_run_id == retry.run_id
     assert job_dirs() == [row.hpc_job_id]  # one job, never submitted twice
-    _check_products_once(row.id, n_science=3001)  # 3,000 parts and echo.json
+    _check_products_once(row.id, n_science=301)  # 300 parts and echo.json

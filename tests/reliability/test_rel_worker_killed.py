@@ -2,7 +2,12 @@
 killed with ``kill -9`` while its local job is RUNNING, or while it collects the outputs.
 Calling ``execute_partition`` again for the same (step, sub-group), as Dagster's retry would,
 re-attaches to the same job (no second job directory, no second submission), finishes it,
-and records every product exactly once. On both databases."""
+and records every product exactly once. On both databases.
+
+The worker is killed where it paused at a fault point (:mod:`ccat_assets.fault_points`):
+``job-running`` right after it marked the row RUNNING, ``in-collection`` inside the
+collection transaction with the products added but not committed. No race with a clock:
+the kill lands there every time."""
 
 from __future__ import annotations
 
@@ -10,10 +15,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
+from ccat_assets import fault_points
 from ccat_assets.execute import execute_partition
 from ccat_assets.opsdb import RunStatus
 from tests.reliability.conftest import (
@@ -31,25 +36,25 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).parent / "run_worker.py"
 
 
-def _start_worker(log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(log: Path, point: str) -> subprocess.Popen[bytes]:
+    """The worker, paused at ``point`` (marker file ``<log>.fault``)."""
+    env = {**os.environ, **fault_points.arm(point, log.with_suffix(".fault"))}
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, str(WORKER), PIPELINE, STEP, KEY], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
-def _kill_when(worker: subprocess.Popen[bytes], status: RunStatus, log: Path,
-               timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        rows = runs()
-        if rows and rows[0].status == status:
+def _kill_at_fault_point(worker: subprocess.Popen[bytes], log: Path) -> None:
+    try:
+        pid = fault_points.wait_paused(log.with_suffix(".fault"), 60,
+                                       alive=lambda: worker.poll() is None)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{log.read_text()[-2000:]}") from None
+    finally:
+        if worker.poll() is None:
             worker.send_signal(signal.SIGKILL)
-            worker.wait(10)
-            return
-        assert worker.poll() is None, f"worker ended early:\n{log.read_text()[-2000:]}"
-        time.sleep(0.02)
-    worker.kill()
-    raise AssertionError(f"run never reached {status.value}:\n{log.read_text()[-2000:]}")
+        worker.wait(10)
+    assert pid == worker.pid
 
 
 def _finish_again_and_check(n_science: int) -> None:
@@ -76,8 +81,8 @@ def _finish_again_and_check(n_science: int) -> None:
 
 def test_worker_killed_while_its_job_runs_reattaches(make_pipeline, tmp_path: Path) -> None:
     make_pipeline({"sleep_s": 3, "n_files": 2})
-    worker = _start_worker(tmp_path / "worker.log")
-    _kill_when(worker, RunStatus.RUNNING, tmp_path / "worker.log")
+    worker = _start_worker(tmp_path / "worker.log", "job-running")
+    _kill_at_fault_point(worker, tmp_path / "worker.log")
     [run] = runs()
     assert run.status == RunStatus.RUNNING and run.hpc_job_id  # left in flight by the crash
     assert local_services().backend.status([run.hpc_job_id])[run.hpc_job_id].state == "running"
@@ -85,12 +90,12 @@ def test_worker_killed_while_its_job_runs_reattaches(make_pipeline, tmp_path: Pa
 
 
 def test_worker_killed_while_collecting_reattaches(make_pipeline, tmp_path: Path) -> None:
-    """Many output files make collection last long enough to be killed inside it."""
-    make_pipeline({"n_files": 3000})
-    worker = _start_worker(tmp_path / "worker.log")
-    _kill_when(worker, RunStatus.COLLECTING_RESULTS, tmp_path / "worker.log")
+    """Killed inside the collection transaction of 300 files, with every product added."""
+    make_pipeline({"n_files": 300})
+    worker = _start_worker(tmp_path / "worker.log", "in-collection")
+    _kill_at_fault_point(worker, tmp_path / "worker.log")
     [run] = runs()
     # killed inside collection: its transaction never committed, nothing is recorded
     assert run.status == RunStatus.COLLECTING_RESULTS
     assert product_paths(run.id) == []
-    _finish_again_and_check(n_science=3001)
+    _finish_again_and_check(n_science=301)

@@ -9,6 +9,8 @@ Selenium, against a real ``dagster-webserver`` over a copy of the demo state
   ``factory.materialize_result`` writes), with the rows of the run's products in the ops-db.
 - A failed run's page shows the run as a Failure, with the exit code and the last line the
   program wrote to stderr.
+- The same partition page shows the map's quicklook (its PLOT product, embedded as a small
+  image a person unfolds) and the raw packages the map was made from.
 
 Screenshots of every page, taken when the page is checked and also when a check fails (then
 with the page's HTML beside it), go to ``var/test-artifacts/ui/`` in the checkout, emptied at
@@ -252,3 +254,33 @@ def test_lineage_products_and_a_failed_run_as_a_person_sees_them(ui: UI) -> None
                 lambda: failure in ui.text())
         assert "Failure" in ui.text()
 
+
+
+#: The raw packages of the demo's map: two scans on each of two nights.
+MAP_RAW = {f"chai-NGC253-CO43-{night}-s00{scan}" for night in ("20261101", "20261102")
+           for scan in (1, 2)}
+
+
+def test_a_maps_quicklook_and_raw_inputs(ui: UI) -> None:
+    """What the materialization shows a person besides its products: the map's quicklook
+    (its PLOT product as an image inline) and the raw packages it was made from."""
+    with ui.page("4-partition-grid-quicklook"):
+        ui.open(MAP_PAGE)
+
+        def decoded_thumbnails() -> list[Any] | None:
+            images = [i for i in ui.browser.find_elements("css selector", "img")
+                      if (i.get_attribute("src") or "").startswith("data:image/png;base64,")]
+            shown = [i for i in images if ui.browser.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth > 0", i)]
+            return shown or None
+
+        raw = ui.wait("the raw inputs table", lambda: ui.table(["name", "checksum",
+                                                                "archived_at"]))
+        assert {r[0] for r in raw} == MAP_RAW, raw
+        assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", r[1]) for r in raw), raw
+        # Markdown metadata is folded: a person clicks its "[Show Markdown]" to see it.
+        label = "quicklook output/plots/NGC253_CO43_mom0.png"
+        row = ui.browser.find_element(
+            "xpath", f"//tr[td[1][normalize-space()='{label}']]")
+        row.find_element("xpath", ".//a[contains(., 'Show Markdown')]").click()
+        ui.wait("the map's quicklook, decoded", decoded_thumbnails)
