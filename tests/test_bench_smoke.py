@@ -31,9 +31,11 @@ TINY: dict[str, list[str]] = {
     "check": ["--scans", "20", "--repeats", "1", "--sample", "3"],
     "definitions_load": ["--sizes", "2", "--repeats", "1"],
     "poll_logs": ["--jobs", "10", "--rounds", "1", "--floods", "1"],
-    "overhead": ["--n", "4", "--batch-size", "2", "--sleep", "0.01", "--parallel", "2",
+    "overhead": ["--n", "2", "--batch-size", "2", "--sleep", "0.01", "--parallel", "2",
                  "--timeout", "240"],
     "batch_profile": ["--n", "4", "--batch-size", "4", "--sleep", "0.01", "--top", "5"],
+    "load": ["--scans", "10", "--burst-interval", "1", "--sleep-min", "0.01",
+             "--sleep-max", "0.02", "--timeout", "400"],
     "partitions": ["--scans", "20", "--ticks", "2", "--repeats", "1", "--timeout", "300"],
     "inflight": ["--runs", "1", "--batch-sizes", "2", "--timeout", "300"],
 }
