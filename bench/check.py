@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ import sqlalchemy as sa
 
 from bench.gap_sensor import PIPELINE, log, standing_state
 from bench.machine import describe
-from bench.scratch_db import scratch_postgres_database
+from bench.scratch_db import add_database_argument, scratch_postgres_database
 from bench.targets import at_most, figure
 from ccat_assets.catalog import load_catalog
 from ccat_assets.consistency_snapshot import check_pipelines, latest_versions
@@ -152,9 +151,7 @@ def figures(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scans", default="5000", help="comma-separated numbers of scans")
-    parser.add_argument("--database", default=os.environ.get(
-        "CCAT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-        help="PostgreSQL URL (a schema and a Dagster database of their own are made)")
+    add_database_argument(parser)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sample", type=int, default=300,
                         help="partitions per step timed one query each for the baseline")

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from bench.machine import describe
-from bench.scratch_db import scratch_postgres_database
+from bench.scratch_db import add_database_argument, scratch_postgres_database
 from bench.targets import at_most, figure
 from ccat_assets.apply import apply_spec_set, known_objects
 from ccat_assets.catalog import load_catalog
@@ -360,9 +360,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000",
                         help="comma-separated numbers of RawDataPackages")
-    parser.add_argument("--database", default=os.environ.get(
-        "CCAT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-        help="PostgreSQL URL (a schema and a Dagster database of their own are made)")
+    add_database_argument(parser)
     parser.add_argument("--new", type=int, default=1000, help="packages arriving at once")
     parser.add_argument("--history", default="0,3",
                         help="comma-separated superseded runs per pair to measure with")

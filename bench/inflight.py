@@ -37,6 +37,7 @@ import yaml
 
 from bench import daemon_runs
 from bench.machine import describe
+from bench.meter import children_by_parent
 from bench.targets import figure
 from ccat_assets.opsdb import ExecutedReductionStep
 from examples.demo import BIN, run
@@ -118,14 +119,7 @@ def cancel(env: dict[str, str], engine: sa.Engine, prefix: str) -> int:
 
 def processes(root_pid: int) -> list[dict[str, Any]]:
     """Every descendant of ``root_pid`` with its role, RSS and PSS in MB."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
+    children = children_by_parent()
     rows, todo = [], [(root_pid, None)]
     while todo:
         pid, parent = todo.pop()

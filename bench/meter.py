@@ -32,6 +32,20 @@ MEMORY_NOTE = ("peak of MemTotal - MemAvailable (/proc/meminfo) sampled every {i
                "minus its value at the start of the phase: memory the phase added, machine-wide")
 
 
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, from ``/proc``: the benchmarks walk a daemon's or webserver's
+    tree with it (run workers, code servers) to read each process's memory."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
 def busy_cpu_seconds() -> float:
     """CPU seconds spent working by all CPUs since boot."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]

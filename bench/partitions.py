@@ -61,7 +61,8 @@ from bench.gap_sensor import (
     standing_state,
 )
 from bench.machine import describe
-from bench.scratch_db import scratch_postgres_database
+from bench.meter import children_by_parent
+from bench.scratch_db import add_database_argument, scratch_postgres_database
 from bench.targets import at_most, figure
 from ccat_assets.apply import apply_spec_set, known_objects
 from ccat_assets.catalog import load_catalog
@@ -207,14 +208,7 @@ def wait_for_location(url: str, process: subprocess.Popen[bytes], timeout_s: flo
 def process_tree_memory(root_pid: int) -> list[dict[str, Any]]:
     """Peak (VmHWM) and current RSS of a process and its descendants, in MB, with a short
     name: the peak is the kernel's own high-water mark, so no sample can miss it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
+    children = children_by_parent()
     rows, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
@@ -406,9 +400,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scans", default="100000,400000",
                         help="comma-separated numbers of scans (partitions per step)")
-    parser.add_argument("--database", default=os.environ.get(
-        "CCAT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-        help="PostgreSQL URL (a schema and a Dagster database of their own are made)")
+    add_database_argument(parser)
     parser.add_argument("--materialized", type=float, default=0.05,
                         help="fraction of the scans materialized in Dagster, per step")
     parser.add_argument("--repeats", type=int, default=3)

@@ -4,6 +4,8 @@ PostgreSQL database of its own for a benchmark's Dagster instance."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sqlite3
 import tempfile
 import uuid
@@ -69,3 +71,11 @@ def scratch_postgres_database(postgres_url: str, prefix: str) -> Iterator[str]:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def add_database_argument(parser: argparse.ArgumentParser) -> None:
+    """``--database``: the PostgreSQL server the benchmarks that need one make their scratch
+    schema and Dagster database on (``CCAT_TEST_DATABASE_URL``, else the local server)."""
+    parser.add_argument("--database", default=os.environ.get(
+        "CCAT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="PostgreSQL URL (a schema and a Dagster database of their own are made)")
