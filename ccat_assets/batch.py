@@ -48,8 +48,6 @@ class MemberResult:
     outcome: RunOutcome | None = None
     #: Why the member failed (its run row, if it has one, says the same).
     error: str | None = None
-    #: The member's exit code, when its job ended with one.
-    exit_code: int | None = None
     #: The member already had a COMPLETED run for its current inputs (``outcome`` is that
     #: run's, reported again).
     skipped: bool = False
@@ -129,7 +127,6 @@ def iter_batch(
         except RunFailed as exc:
             results[key].error = exc.reason
             results[key].failure = exc
-            results[key].exit_code = exc.exit_code
         yield results[key]
     # one log event for the batch: each member's own materialization already says it
     if completed:
