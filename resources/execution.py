@@ -8,6 +8,7 @@ import dagster as dg
 
 from ccat_assets.execute import ExecutionServices, PollPolicy
 from ccat_assets.settings import get_settings
+from resources.dagster_storage import pool_storage_connections
 from resources.hpc import make_backend, make_runtime
 from resources.opsdb import OpsDBResource
 from resources.staging import make_stager
@@ -19,6 +20,10 @@ class ExecutionResource(dg.ConfigurableResource):
     opsdb: OpsDBResource
     poll_min_seconds: float | None = None
     poll_max_seconds: float | None = None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Once per run, in the run worker: its Dagster storage keeps its connections."""
+        pool_storage_connections(context.instance)
 
     def services(self, log: Callable[[str], None]) -> ExecutionServices:
         settings = get_settings()
