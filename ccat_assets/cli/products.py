@@ -15,6 +15,7 @@ from ccat_assets.opsdb import DataProductType
 from ccat_assets.prov_export import FORMATS as PROV_FORMATS
 from ccat_assets.prov_export import dumps as prov_dumps
 from ccat_assets.provenance import (
+    UnknownName,
     UnknownPackage,
     UnknownProduct,
     list_products,
@@ -55,9 +56,12 @@ def products(pipeline: str | None, step: str | None, sub_group: str | None,
              product_type: str | None, limit: int, as_json: bool) -> None:
     """List data products with their run, checksum and where their copies are."""
     with opsdb_session() as session:
-        rows = list_products(session, pipeline=pipeline, step=step, sub_group=sub_group,
-                             product_type=DataProductType(product_type.upper())
-                             if product_type else None, limit=limit)
+        try:
+            rows = list_products(session, pipeline=pipeline, step=step, sub_group=sub_group,
+                                 product_type=DataProductType(product_type.upper())
+                                 if product_type else None, limit=limit)
+        except UnknownName as exc:
+            raise click.ClickException(str(exc)) from exc
     if as_json:
         echo_json(rows)
         return

@@ -15,7 +15,7 @@ from ccat_assets.cli.common import echo_json, opsdb_session
 from ccat_assets.opsdb import RunStatus
 from ccat_assets.opsdb.migrate import SchemaNotCurrent, require_current
 from ccat_assets.opsdb.session import get_engine
-from ccat_assets.provenance import list_runs
+from ccat_assets.provenance import UnknownName, list_runs
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON for tools.")
 
@@ -35,8 +35,11 @@ def runs(ctx: click.Context, pipeline: str | None, step: str | None, status: str
     if ctx.invoked_subcommand is not None:
         return
     with opsdb_session() as session:
-        rows = list_runs(session, pipeline=pipeline, step=step, limit=limit,
-                         status=RunStatus(status.upper()) if status else None)
+        try:
+            rows = list_runs(session, pipeline=pipeline, step=step, limit=limit,
+                             status=RunStatus(status.upper()) if status else None)
+        except UnknownName as exc:
+            raise click.ClickException(str(exc)) from exc
     if as_json:
         echo_json(rows)
         return

@@ -14,12 +14,13 @@ from ccat_assets.provenance.ancestry import (
     resolve_package,
 )
 from ccat_assets.provenance.graph import LineageGraph, UnknownProduct, load_lineage
-from ccat_assets.provenance.listing import list_products, list_runs
+from ccat_assets.provenance.listing import UnknownName, list_products, list_runs
 from ccat_assets.provenance.tree import render_tree
 
 __all__ = [
     "Affected",
     "LineageGraph",
+    "UnknownName",
     "UnknownPackage",
     "UnknownProduct",
     "list_products",

@@ -22,6 +22,28 @@ from ccat_assets.opsdb import (
 ERS = ExecutedReductionStep
 
 
+class UnknownName(LookupError):
+    """A filter names a pipeline or step the ops-db does not have: an empty listing would
+    read as "nothing made yet" when the name is a typo."""
+
+
+def require_known(session: Session, *, pipeline: str | None, step: str | None) -> None:
+    """Raise :class:`UnknownName` unless ``pipeline`` (and ``step``, within it if both are
+    given) exist."""
+    if pipeline and session.scalar(sa.select(Pipeline.id).where(Pipeline.name == pipeline)) \
+            is None:
+        known = ", ".join(session.scalars(sa.select(Pipeline.name).order_by(Pipeline.name)))
+        raise UnknownName(f"no pipeline {pipeline!r} (known: {known or 'none'})")
+    if step:
+        query = sa.select(ReductionStep.id).where(ReductionStep.name == step)
+        if pipeline:
+            query = query.join(Pipeline, Pipeline.id == ReductionStep.pipeline_id).where(
+                Pipeline.name == pipeline)
+        if session.scalar(query.limit(1)) is None:
+            where = f" in pipeline {pipeline!r}" if pipeline else ""
+            raise UnknownName(f"no step {step!r}{where}")
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -32,6 +54,7 @@ def list_products(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Products newest first, each with its run and where its copies are."""
+    require_known(session, pipeline=pipeline, step=step)
     query = (
         sa.select(DataProduct, ERS.status, ERS.sub_group_key, ReductionStep.name, Pipeline.name)
         .join(ERS, ERS.id == DataProduct.executed_reduction_step_id)
@@ -75,6 +98,7 @@ def list_runs(
     step: str | None = None, limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Runs newest first, with their software and how many products they recorded."""
+    require_known(session, pipeline=pipeline, step=step)
     n_products = (sa.select(sa.func.count()).select_from(DataProduct)
                   .where(DataProduct.executed_reduction_step_id == ERS.id)
                   .scalar_subquery())

@@ -233,7 +233,12 @@ def test_products_and_runs_commands(made: Made) -> None:
     assert rows[0]["quality_metrics"] == {"rms_k": 0.5}
     by_key = ccat_json("products", "--sub-group", scan_key("scan-001"))
     assert {r["type"] for r in by_key} == {"INTERMEDIATE", "LOG"}
-    assert "no products match" in ccat("products", "--pipeline", "nope").output
+    assert "no products match" in ccat("products", "--sub-group", "nope").output
+    unknown = ccat("products", "--pipeline", "nope", ok=False)
+    assert unknown.exit_code == 1 and "no pipeline 'nope' (known: " in unknown.output
+    assert "chai_test" in unknown.output
+    unknown = ccat("runs", "--pipeline", "chai_test", "--step", "nope", ok=False)
+    assert unknown.exit_code == 1 and "no step 'nope' in pipeline 'chai_test'" in unknown.output
     text = ccat("products", "--type", "PLOT").output
     assert "cube.png" in text and "cube.fits" not in text
 
