@@ -2,12 +2,12 @@
 
 Three pipelines share one grouping: ``load_fast`` (CONTINUOUS, priority 10) and ``load_slow``
 (CONTINUOUS, priority 1), each a per-scan ``calibrate`` step batched (``batch_size``) feeding a
-``map`` per source and line; and ``load_cron`` (CRON, every minute, priority 5), a ``map`` per
-source and line over the raw data (a CRON pipeline launches one run per gap, so it has no
-per-scan step). A real ``dagster-daemon``, PostgreSQL for the ops-db and the Dagster instance
-(the production ``deploy/dagster.postgres.yaml``, only the run queue's limit set), the local
-backend, and a program (``bench/programs/load_science.py``) that sleeps 0.05 to 0.2 s and
-writes one product.
+``map`` per source and line (batched too: the ten maps fit one run); and ``load_cron`` (CRON,
+every minute, priority 5), a ``map`` per source and line over the raw data (a CRON pipeline
+launches one run per gap, so it has no per-scan step). A real ``dagster-daemon``, PostgreSQL
+for the ops-db and the Dagster instance (the production ``deploy/dagster.postgres.yaml``, only
+the run queue's limit set), the local backend, and a program
+(``bench/programs/load_science.py``) that sleeps 0.05 to 0.2 s and writes one product.
 
 ``--scans`` scans (default 2,000) arrive in 10 bursts, one every ``--burst-interval`` seconds
 whatever is in flight; each burst observes two of the five sources, both lines. Every 0.5 s
@@ -114,7 +114,9 @@ def spec(args: argparse.Namespace) -> dict[str, Any]:
         if "calibrate" in limits:
             steps.append(_step(name, "calibrate", group_by=["executed_obs_unit"],
                                batch_size=args.batch_size, limit=limits["calibrate"], args=args))
-        steps.append(_step(name, "map", group_by=["source", "line"], batch_size=1,
+        # Every map of a CONTINUOUS pipeline fits one batch; CRON launches one run per gap.
+        steps.append(_step(name, "map", group_by=["source", "line"],
+                           batch_size=len(SOURCES) * len(LINES) if trigger == "CONTINUOUS" else 1,
                            limit=limits["map"], args=args,
                            depends_on=["calibrate"] if "calibrate" in limits else []))
         pipelines.append({
@@ -272,8 +274,9 @@ def _role(argv: list[str]) -> str | None:
 
 
 class Sampler(threading.Thread):
-    """Every 0.5 s: executing jobs per step, the run queue per pipeline, daemon and code
-    server CPU and memory; with chaos, the kills."""
+    """Every 0.5 s: executing jobs per step (programs running in this benchmark's folder: two
+    benchmarks may share the machine), the run queue per pipeline, daemon and code server CPU
+    and memory; with chaos, the kills."""
 
     def __init__(self, daemon: Daemon, instance: Any, chaos: Chaos | None):
         super().__init__(daemon=True)
@@ -292,9 +295,14 @@ class Sampler(threading.Thread):
                 workers = []
                 for pid, stat, argv in processes():
                     if len(argv) > 2 and argv[1] == str(PROGRAM):
+                        try:
+                            cwd = os.readlink(f"/proc/{pid}/cwd")
+                        except OSError:
+                            continue  # it just ended
+                        if not cwd.startswith(f"{self.d.home}{os.sep}"):
+                            continue  # another benchmark's program on the same machine
                         executing[argv[2]] += 1
-                        with contextlib.suppress(OSError):
-                            where[argv[2]].append(f"{pid} {os.readlink(f'/proc/{pid}/cwd')}")
+                        where[argv[2]].append(f"{pid} {cwd}")
                     elif group is not None and int(stat[2]) == group:
                         role = _role(argv)
                         if role == "daemon":
@@ -446,58 +454,117 @@ def concurrency_check(samples: Samples) -> dict[str, Any]:
             "holds": not over and bool(samples.executing_max)}
 
 
-def priority_check(instance: Any, max_concurrent_runs: int, lag_s: float) -> dict[str, Any]:
-    """No run left the queue while a run of higher priority, queued before it, could have
-    started: its pool had room and the instance's run limit was not the reason. The queue
-    decides at the start of an iteration and then launches its runs one by one (seconds each
-    on a busy machine), so "before" and "room" must hold over the ``lag_s`` before a launch.
-    Intervals come from the runs' RUN_ENQUEUED and RUN_STARTING events (the queue reports
-    STARTING as it launches a run) and their end times."""
+#: How the daemon's run queue marks the start of a dequeue iteration, where it decides which
+#: runs to launch (``QueuedRunCoordinatorDaemon._get_runs_to_dequeue``).
+ITERATION_LINE = "Priority sorting and checking tag concurrency limits for queued runs."
+#: How long a failed run may hold its pool slot after its end: a killed worker never frees
+#: it; run monitoring does, in its first iteration (every ``poll_interval_seconds``, 10 s)
+#: after ``free_slots_after_run_end_seconds`` (30 s; deploy/dagster.postgres.yaml). Dagster
+#: 1.13 logs nothing when it does (``free_concurrency_slots_for_run`` returns None, so the
+#: "Freed ... slots" line in ``dagster/_daemon/monitoring/concurrency.py`` never prints).
+DEAD_RUN_SLOT_HOLD_S = 30.0 + 10.0
+
+
+def queue_decisions(daemon_log: Path) -> list[float]:
+    """When each dequeue iteration decided (the daemon log's second-resolution stamps)."""
+    times = []
+    for line in daemon_log.read_text(errors="replace").splitlines():
+        if ITERATION_LINE in line:
+            with contextlib.suppress(ValueError):
+                times.append(dt.datetime.strptime(line.replace("\x1b[32m", "")[:25],
+                                                  "%Y-%m-%d %H:%M:%S %z").timestamp())
+    return sorted(times)
+
+
+@dataclass(frozen=True)
+class RunSpan:
+    """One run as the queue saw it: its priority and pool, when it was queued, launched and
+    ended, and until when it held its pool slot."""
+
+    priority: int
+    pool: str
+    queued: float
+    launched: float
+    ended: float
+    slot_held_until: float
+
+
+def priority_check(instance: Any, max_concurrent_runs: int, decisions: list[float],
+                   lag_s: float) -> dict[str, Any]:
+    """:func:`find_inversions` over every run launched from the queue. Intervals come from the
+    runs' RUN_ENQUEUED and RUN_STARTING events (the queue reports STARTING as it launches a
+    run) and their end times; a failed run may hold its slot ``DEAD_RUN_SLOT_HOLD_S`` more."""
     import dagster as dg
 
     enq = _event_times(instance, dg.DagsterEventType.RUN_ENQUEUED)
     deq = _event_times(instance, dg.DagsterEventType.RUN_STARTING)  # launched from the queue
-    records = instance.get_run_records()
-    info = {}
-    for record in records:
+    spans = {}
+    for record in instance.get_run_records():
         run = record.dagster_run
         if run.run_id in enq and run.run_id in deq:
-            pipeline, step = run.tags.get("ccat/pipeline"), run.tags.get("ccat/step")
-            info[run.run_id] = (PRIORITY.get(pipeline, 0), f"{pipeline}/{step}", enq[run.run_id],
-                                deq[run.run_id], record.end_time or float("inf"))
-    by_pool: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for _, pool, _, start, end in info.values():
-        by_pool[pool].append((start, end))
+            end = record.end_time or float("inf")
+            spans[run.run_id] = RunSpan(
+                PRIORITY.get(run.tags.get("ccat/pipeline"), 0),
+                f"{run.tags.get('ccat/pipeline')}/{run.tags.get('ccat/step')}",
+                enq[run.run_id], deq[run.run_id], end,
+                end + DEAD_RUN_SLOT_HOLD_S if run.status == dg.DagsterRunStatus.FAILURE
+                else end)
+    inversions = find_inversions(spans, decisions, max_concurrent_runs, lag_s)
+    return {"runs_checked": len(spans), "decisions": len(decisions),
+            "inversions": inversions[:10], "n_inversions": len(inversions),
+            "holds": not inversions and bool(spans)}
 
-    def pool_busy(pool: str, at: float) -> int:
-        return sum(1 for start, end in by_pool[pool] if start < at < end)
+
+def find_inversions(spans: dict[str, RunSpan], decisions: list[float],
+                    max_concurrent_runs: int, lag_s: float) -> list[dict[str, Any]]:
+    """Runs launched while a run of higher priority, queued before the queue decided, could
+    have started: its pool had room and the instance's run limit was not the reason.
+
+    The queue as Dagster runs it: each iteration decides once, at its start (``decisions``,
+    from the daemon log; without one, ``lag_s`` before the launch), then launches its runs one
+    by one, highest priority first (seconds each on a busy machine), so a launch is judged at
+    its iteration's decision. A pool is busy with the runs holding its slots then and with
+    those the same iteration launched before this one."""
+    by_pool: dict[str, list[RunSpan]] = defaultdict(list)
+    for span in spans.values():
+        by_pool[span.pool].append(span)
+
+    def decided(launch: float) -> float:
+        earlier = [d for d in decisions if d <= launch]
+        return earlier[-1] if earlier else launch - lag_s
+
+    def room(pool: str, decision: float, launch: float) -> bool:
+        """Whether the pool was below its limit when the queue decided (any moment of the
+        decision's second), counting what its iteration launched before ``launch``."""
+        busy = max(sum(1 for r in by_pool[pool] if r.launched < at < r.slot_held_until)
+                   for at in (decision, decision + 0.5, decision + 1))
+        launched = sum(1 for r in by_pool[pool] if decision + 1 <= r.launched < launch)
+        return busy + launched < _pool_limit(pool)
 
     def in_progress(at: float) -> int:
-        return sum(1 for _, _, _, start, end in info.values() if start < at < end)
-
-    def room(pool: str, start: float, end: float) -> bool:
-        """Whether the pool was below its limit at every moment of [start, end]."""
-        moments = [start, end] + [t for a, b in by_pool[pool] for t in (a, b) if start < t < end]
-        return all(pool_busy(pool, t) < _pool_limit(pool) for t in moments)
+        return sum(1 for r in spans.values() if r.launched < at < r.ended)
 
     inversions = []
-    for run_id, (prio, out_pool, _, t_out, _) in info.items():
-        if in_progress(t_out) >= max_concurrent_runs:
+    for run_id, out in spans.items():
+        decision = decided(out.launched)
+        if in_progress(decision) >= max_concurrent_runs:
             continue
-        for other, (hi, pool, t_in, t_other_out, _) in info.items():
-            if hi > prio and t_in < t_out - lag_s and t_other_out > t_out \
-                    and room(pool, t_out - lag_s, t_out):
-                inversions.append({"launched": f"{run_id[:8]} {out_pool}", "priority": prio,
-                                   "waiting": f"{other[:8]} {pool}", "its_priority": hi,
-                                   "queued_s_before": round(t_out - t_in, 1),
-                                   "launched_s_later": round(t_other_out - t_out, 1)})
-    return {"runs_checked": len(info), "inversions": inversions[:10],
-            "n_inversions": len(inversions), "holds": not inversions and bool(info)}
+        for other_id, other in spans.items():
+            if other.priority > out.priority and other.queued < decision - 1 \
+                    and other.launched > out.launched and room(other.pool, decision,
+                                                               out.launched):
+                inversions.append({
+                    "launched": f"{run_id[:8]} {out.pool}", "priority": out.priority,
+                    "waiting": f"{other_id[:8]} {other.pool}", "its_priority": other.priority,
+                    "queued_s_before": round(out.launched - other.queued, 1),
+                    "decided_s_before": round(out.launched - decision, 1),
+                    "launched_s_later": round(other.launched - out.launched, 1)})
+    return inversions
 
 
 def _pool_limit(pool: str) -> int:
-    """A batched step's pool holds one run (docs/batching.md); a map's its limit."""
-    return 1 if pool.endswith("/calibrate") else LIMITS.get(pool, 1)
+    """A batched step's pool holds one run (docs/batching.md); the CRON map's its limit."""
+    return LIMITS.get(pool, 1) if pool.startswith("load_cron/") else 1
 
 
 def _event_times(instance: Any, kind: Any) -> dict[str, float]:
@@ -587,7 +654,8 @@ def run_load(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     "gaps_filled_once": checked(gap_checks, s.opsdb, s.home / "jobs"),
                     "max_concurrent_runs": checked(concurrency_check, samples),
                     "priority_order": checked(priority_check, instance,
-                                              args.max_concurrent_runs, args.decision_lag),
+                                              args.max_concurrent_runs,
+                                              queue_decisions(daemon.log), args.decision_lag),
                     "final_state_is_a_from_scratch_evaluation": checked(final_state, s.opsdb),
                 }
         finally:
@@ -671,7 +739,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600,
                         help="seconds to settle after the last burst")
     parser.add_argument("--decision-lag", type=float, default=5.0,
-                        help="seconds the queue may take from deciding to launching a run")
+                        help="seconds between the queue's decision and a launch, where the "
+                             "daemon log does not give the decision")
     parser.add_argument("--logs", default=None, help="keep the daemon's log in this folder")
     parser.add_argument("--postgres-url", default=os.environ.get("CCAT_TEST_DATABASE_URL"))
     parser.add_argument("--workdir", default=None)

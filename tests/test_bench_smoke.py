@@ -37,11 +37,12 @@ TINY: dict[str, list[str]] = {
     "overhead": ["--n", "2", "--batch-size", "2", "--sleep", "0.01", "--parallel", "2",
                  "--timeout", "240"],
     "batch_profile": ["--n", "4", "--batch-size", "4", "--sleep", "0.01", "--top", "5"],
-    "load": ["--scans", "10", "--burst-interval", "1", "--sleep-min", "0.01",
-             "--sleep-max", "0.02", "--timeout", "400"],
     "partitions": ["--scans", "20", "--ticks", "2", "--repeats", "1", "--timeout", "300"],
     "inflight": ["--runs", "1", "--batch-sizes", "2", "--timeout", "300"],
 }
+
+#: Benchmarks run at a reduced size by a test of their own, which checks their output too.
+ELSEWHERE = {"load": "tests/reliability/test_rel_load.py"}
 
 #: Benchmarks that also need the loopback SLURM cluster and sshd.
 NEEDS_SLURM = {"inflight"}
@@ -71,15 +72,15 @@ def check_shape(name: str, data: dict) -> None:
 
 
 def test_every_benchmark_has_tiny_arguments() -> None:
-    missing = sorted(set(benchmarks()) - set(TINY))
+    missing = sorted(set(benchmarks()) - set(TINY) - set(ELSEWHERE))
     assert not missing, f"benchmarks without tiny arguments in {__file__}: {missing}"
-    stale = sorted(set(TINY) - set(benchmarks()))
+    stale = sorted((set(TINY) | set(ELSEWHERE)) - set(benchmarks()))
     assert not stale, f"tiny arguments for benchmarks that are gone: {stale}"
 
 
 #: The slowest tiny runs, started first. Two run at a time: they mostly wait on a daemon or a
 #: queue, so two together take about half the time of one after another.
-SLOWEST_FIRST = ["load", "overhead", "inflight", "partitions", "check"]
+SLOWEST_FIRST = ["overhead", "inflight", "partitions", "check"]
 AT_A_TIME = 2
 
 

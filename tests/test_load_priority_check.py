@@ -1,0 +1,65 @@
+"""The load benchmark's priority check models Dagster's run queue: it flags a low-priority
+launch while a higher-priority run could have started, and nothing the queue rightly did.
+
+Pure: runs are given as spans (queued, launched, ended, slot held until), the queue's
+decisions as times; no daemon.
+"""
+
+from __future__ import annotations
+
+from bench.load import DEAD_RUN_SLOT_HOLD_S, RunSpan, find_inversions
+
+FAST, SLOW = "load_fast/calibrate", "load_slow/calibrate"  # priorities 10 and 1, limit 1 each
+
+
+def span(priority: int, pool: str, queued: float, launched: float, ended: float,
+         held: float | None = None) -> RunSpan:
+    return RunSpan(priority, pool, queued, launched, ended, ended if held is None else held)
+
+
+def test_a_low_priority_launch_while_the_higher_pool_was_free_is_an_inversion() -> None:
+    spans = {"slow": span(1, SLOW, queued=0, launched=20, ended=30),
+             "fast": span(10, FAST, queued=5, launched=40, ended=50)}
+    found = find_inversions(spans, decisions=[19.5, 39.5], max_concurrent_runs=4, lag_s=5)
+    assert [(i["launched"], i["waiting"]) for i in found] == [(f"slow {SLOW}", f"fast {FAST}")]
+
+
+def test_a_busy_pool_is_the_reason_not_an_inversion() -> None:
+    spans = {"holder": span(10, FAST, queued=0, launched=1, ended=35),
+             "slow": span(1, SLOW, queued=0, launched=20, ended=30),
+             "fast": span(10, FAST, queued=5, launched=40, ended=50)}
+    assert find_inversions(spans, [0.5, 19.5, 39.5], 4, 5) == []
+
+
+def test_the_queue_is_judged_when_it_decided_not_when_it_launched() -> None:
+    """The holder ended between the decision (19) and the slow launch (27, the iteration's
+    launches took seconds): the fast run was blocked when the queue looked."""
+    spans = {"holder": span(10, FAST, queued=0, launched=1, ended=22),
+             "slow": span(1, SLOW, queued=0, launched=27, ended=30),
+             "fast": span(10, FAST, queued=5, launched=40, ended=50)}
+    assert find_inversions(spans, [0.5, 19.0, 39.5], 4, 5) == []
+    # With only a fixed margin before the launch the same history reads as an inversion.
+    assert len(find_inversions(spans, [], 4, 2)) == 1
+
+
+def test_a_dead_run_holds_its_slot_until_monitoring_frees_it() -> None:
+    failed_at = 10.0
+    spans = {"killed": span(10, FAST, queued=0, launched=1, ended=failed_at,
+                            held=failed_at + DEAD_RUN_SLOT_HOLD_S),
+             "slow": span(1, SLOW, queued=0, launched=30, ended=35),
+             "fast": span(10, FAST, queued=5, launched=60, ended=70)}
+    assert find_inversions(spans, [0.5, 29.5, 59.5], 4, 5) == []
+
+
+def test_the_instance_run_limit_is_the_reason_not_an_inversion() -> None:
+    spans = {"other": span(5, "load_cron/map", queued=0, launched=1, ended=25),
+             "slow": span(1, SLOW, queued=0, launched=20, ended=30),
+             "fast": span(10, FAST, queued=5, launched=40, ended=50)}
+    assert len(find_inversions(spans, [0.5, 19.5, 39.5], max_concurrent_runs=2, lag_s=5)) == 1
+    assert find_inversions(spans, [0.5, 19.5, 39.5], max_concurrent_runs=1, lag_s=5) == []
+
+
+def test_a_run_queued_after_the_decision_was_not_passed_over() -> None:
+    spans = {"slow": span(1, SLOW, queued=0, launched=20, ended=30),
+             "fast": span(10, FAST, queued=19.8, launched=40, ended=50)}
+    assert find_inversions(spans, [19.5, 39.5], 4, 5) == []
