@@ -22,7 +22,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -39,7 +39,10 @@ from ccat_assets.opsdb import (
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.paths import join_inside, link_or_copy, safe_relative_path
 from ccat_assets.staging_types import PackageDone, StagedInput, Stager
-from resources.backends.ssh import SSHConnection, SSHError, SSHTarget, shared_connection
+from resources.backends.ssh_target import SSHError, SSHTarget
+
+if TYPE_CHECKING:
+    from resources.backends.ssh import SSHConnection
 
 
 class StagingError(RuntimeError):
@@ -357,6 +360,8 @@ def location_target(location: DataLocation, settings: Any | None = None) -> SSHT
 
 
 def location_connection(location: DataLocation) -> SSHConnection:
+    from resources.backends.ssh import shared_connection  # paramiko only where it connects
+
     return shared_connection(location_target(location))
 
 

@@ -23,11 +23,11 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import paramiko
+
+from resources.backends.ssh_target import CommandResult, HostKeyError, SSHError, SSHTarget
 
 log = logging.getLogger("ccat.backends.ssh")
 
@@ -35,53 +35,6 @@ log = logging.getLogger("ccat.backends.ssh")
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     paramiko.SSHException, EOFError, OSError,
 )
-
-
-class SSHError(RuntimeError):
-    """An SSH operation failed for good (after retries, or for a non-transient reason)."""
-
-
-class HostKeyError(SSHError):
-    """The server's host key is unknown or does not match known_hosts: never retried."""
-
-
-class CommandResult(NamedTuple):
-    exit_status: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_status == 0
-
-
-@dataclass(frozen=True)
-class SSHTarget:
-    """Where and as whom to connect. ``private_key``/``passphrase`` never show in ``repr``."""
-
-    host: str
-    user: str
-    port: int = 22
-    key_path: Path | None = None
-    known_hosts: Path | None = None
-    private_key: str | None = field(default=None, repr=False)
-    passphrase: str | None = field(default=None, repr=False)
-    connect_timeout_s: float = 10.0
-
-    @property
-    def label(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
-
-    @classmethod
-    def parse(cls, address: str, *, default_user: str, default_port: int = 22,
-              **credentials: object) -> SSHTarget:
-        """``[user@]host[:port]`` (as in ``DataLocation.host``) plus the given credentials."""
-        user, _, hostport = address.rpartition("@")
-        host, sep, port = hostport.partition(":")
-        if not host or (sep and not port.isdigit()):
-            raise ValueError(f"SSH address {address!r} is not [user@]host[:port]")
-        return cls(host=host, user=user or default_user,
-                   port=int(port) if sep else default_port, **credentials)  # type: ignore[arg-type]
 
 
 class _Reject(paramiko.RejectPolicy):
