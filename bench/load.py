@@ -3,11 +3,10 @@
 Three pipelines share one grouping: ``load_fast`` (CONTINUOUS, priority 10) and ``load_slow``
 (CONTINUOUS, priority 1), each a per-scan ``calibrate`` step batched (``batch_size``) feeding a
 ``map`` per source and line (batched too: the ten maps fit one run); and ``load_cron`` (CRON,
-every minute, priority 5), a ``map`` per source and line over the raw data (a CRON pipeline
-launches one run per gap, so it has no per-scan step). A real ``dagster-daemon``, PostgreSQL
-for the ops-db and the Dagster instance (the production ``deploy/dagster.postgres.yaml``, only
-the run queue's limit set), the local backend, and a program
-(``bench/programs/load_science.py``) that sleeps 0.05 to 0.2 s and writes one product.
+every minute, priority 5), a batched ``map`` per source and line over the raw data. A real
+``dagster-daemon``, PostgreSQL for the ops-db and the Dagster instance (the production
+``deploy/dagster.postgres.yaml``, only the run queue's limit set), the local backend, and a
+program (``bench/programs/load_science.py``) that sleeps 0.05 to 0.2 s and writes one product.
 
 ``--scans`` scans (default 2,000) arrive in 10 bursts, one every ``--burst-interval`` seconds
 whatever is in flight; each burst observes two of the five sources, both lines. Every 0.5 s
@@ -114,9 +113,9 @@ def spec(args: argparse.Namespace) -> dict[str, Any]:
         if "calibrate" in limits:
             steps.append(_step(name, "calibrate", group_by=["executed_obs_unit"],
                                batch_size=args.batch_size, limit=limits["calibrate"], args=args))
-        # Every map of a CONTINUOUS pipeline fits one batch; CRON launches one run per gap.
+        # Every map fits one batch.
         steps.append(_step(name, "map", group_by=["source", "line"],
-                           batch_size=len(SOURCES) * len(LINES) if trigger == "CONTINUOUS" else 1,
+                           batch_size=len(SOURCES) * len(LINES),
                            limit=limits["map"], args=args,
                            depends_on=["calibrate"] if "calibrate" in limits else []))
         pipelines.append({
@@ -463,6 +462,8 @@ ITERATION_LINE = "Priority sorting and checking tag concurrency limits for queue
 #: 1.13 logs nothing when it does (``free_concurrency_slots_for_run`` returns None, so the
 #: "Freed ... slots" line in ``dagster/_daemon/monitoring/concurrency.py`` never prints).
 DEAD_RUN_SLOT_HOLD_S = 30.0 + 10.0
+#: Every step here is batched, and a batched step's pool holds one run (docs/batching.md).
+BATCHED_POOL_SLOTS = 1
 
 
 def queue_decisions(daemon_log: Path) -> list[float]:
@@ -539,7 +540,7 @@ def find_inversions(spans: dict[str, RunSpan], decisions: list[float],
         busy = max(sum(1 for r in by_pool[pool] if r.launched < at < r.slot_held_until)
                    for at in (decision, decision + 0.5, decision + 1))
         launched = sum(1 for r in by_pool[pool] if decision + 1 <= r.launched < launch)
-        return busy + launched < _pool_limit(pool)
+        return busy + launched < BATCHED_POOL_SLOTS
 
     def in_progress(at: float) -> int:
         return sum(1 for r in spans.values() if r.launched < at < r.ended)
@@ -560,11 +561,6 @@ def find_inversions(spans: dict[str, RunSpan], decisions: list[float],
                     "decided_s_before": round(out.launched - decision, 1),
                     "launched_s_later": round(other.launched - out.launched, 1)})
     return inversions
-
-
-def _pool_limit(pool: str) -> int:
-    """A batched step's pool holds one run (docs/batching.md); the CRON map's its limit."""
-    return LIMITS.get(pool, 1) if pool.startswith("load_cron/") else 1
 
 
 def _event_times(instance: Any, kind: Any) -> dict[str, float]:

@@ -5,6 +5,11 @@ build one job over assets of different partitions, so a pipeline gets one schedu
 each targeting the factory's per-grain job ``<pipeline>__<grain>`` and launching only that
 grain's steps. All of them evaluate the same cached pipeline state at the same tick.
 
+A step with ``batch_size`` above 1 is launched in batches, as a gap sensor launches it: its
+own schedule targets the step's batch job (``ccat_assets.batch_job``), and its grain's
+schedule leaves it out (a grain whose steps are all batched has no grain schedule). A nightly
+CRON pipeline over the night's scans is then a few batch runs, not a run per scan.
+
 A schedule cannot return dynamic-partition requests, so it adds the partitions of the runs it
 launches itself, right before returning them.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ccat_assets.batch_job import batch_job_name, batched_steps
 from ccat_assets.catalog import PipelineDef, StepDef
 from ccat_assets.factory import build_pipeline_jobs
 from ccat_assets.opsdb.types import utcnow
@@ -44,12 +50,19 @@ def build_gap_schedules(pipeline: PipelineDef, *, served: bool) -> list[dg.Sched
     if not pipeline.cron:
         raise ValueError(f"CRON pipeline {pipeline.name} has no trigger cron expression")
     running = pipeline.enabled and served
-    return [_schedule(pipeline, job_name, steps, running)
-            for job_name, steps in grain_jobs(pipeline)]
+    batched = {s.name for s in batched_steps(pipeline)}
+    schedules = []
+    for job_name, steps in grain_jobs(pipeline):
+        unbatched = tuple(s for s in steps if s.name not in batched)
+        if unbatched:
+            schedules.append(_schedule(pipeline, job_name, unbatched, running, batching=False))
+    return schedules + [_schedule(pipeline, batch_job_name(pipeline.name, step.name), (step,),
+                                  running, batching=True)
+                        for step in batched_steps(pipeline)]
 
 
 def _schedule(pipeline: PipelineDef, job_name: str, steps: tuple[StepDef, ...],
-              running: bool) -> dg.ScheduleDefinition:
+              running: bool, *, batching: bool) -> dg.ScheduleDefinition:
     names = frozenset(s.name for s in steps)
 
     @dg.schedule(
@@ -66,7 +79,7 @@ def _schedule(pipeline: PipelineDef, job_name: str, steps: tuple[StepDef, ...],
     def _gap_schedule(context: dg.ScheduleEvaluationContext):
         tick = plan_tick(context.instance, pipeline, cursor=Cursor(), now=utcnow(),
                          settings=get_settings(), follow_arrivals=False, steps=names,
-                         batching=False)
+                         batching=batching)
         for request in tick.partition_requests:
             context.instance.add_dynamic_partitions(request.partitions_def_name,
                                                     list(request.partition_keys))

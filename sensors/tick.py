@@ -74,8 +74,8 @@ def plan_tick(instance: dg.DagsterInstance, pipeline: PipelineDef, *, cursor: Cu
     """Decide what ``pipeline`` runs now; ``follow_arrivals`` registers the partitions of new
     sub-groups and observes the raw data (sensors; schedules only add what they launch);
     ``steps`` limits the launched runs to those steps (default: all of the pipeline);
-    ``batching`` packs the gaps of steps with ``batch_size`` > 1 into batch runs (schedules,
-    which target one per-grain job, launch one run per gap)."""
+    ``batching`` packs the gaps of steps with ``batch_size`` > 1 into batch runs (a schedule
+    of a per-grain job launches one run per gap; a batched step has a schedule of its own)."""
     url = settings.database_url
     queued = active_pairs(instance, pipeline)
     with session_scope(url) as session:

@@ -41,3 +41,29 @@ def test_schedules_per_grain_launch_their_steps(served_env: Path, tmp_path: Path
         maps = _tick(defs, instance, MAP_SCHEDULE)
         assert {r.tags["ccat/step"] for r in maps.run_requests} == {"grid"}
         assert len(maps.run_requests) == 2
+
+
+def test_a_batched_step_has_a_schedule_of_its_own_launching_batches(
+        served_env: Path, tmp_path: Path) -> None:
+    """A CRON pipeline honours ``batch_size`` as a gap sensor does: the batched step's gaps
+    are one run of its batch job, and its grain's schedule (only that step) is gone."""
+    apply_pipeline(tmp_path, trigger={"type": "CRON", "cron": "0 3 * * *"},
+                   calibrate={"batch_size": 2})
+    ingest(tmp_path, SCANS)
+    defs = load_definitions()
+    batch_schedule = f"{PIPELINE}__calibrate__batch__gap_schedule"
+    schedules = {s.name: s for s in defs.get_repository_def().schedule_defs}
+    assert set(schedules) == {batch_schedule, MAP_SCHEDULE}
+    assert schedules[batch_schedule].job_name == f"{PIPELINE}__calibrate__batch"
+    assert schedules[batch_schedule].cron_schedule == "0 3 * * *"
+    with dg.instance_for_test() as instance:
+        batches = _tick(defs, instance, batch_schedule)
+        members = [r.run_config["ops"][f"{PIPELINE}__calibrate__members"]["config"]
+                   ["sub_groups"] for r in batches.run_requests]
+        assert [len(m) for m in members] == [2] * (len(SCANS) // 2) + [1] * (len(SCANS) % 2)
+        assert sorted(k for m in members for k in m) == sorted(scan_key(s) for s, _, _ in SCANS)
+        assert {r.tags["ccat/batch"] for r in batches.run_requests} == {"true"}
+        assert set(instance.get_dynamic_partitions(f"{PIPELINE}__executed_obs_unit")) == {
+            scan_key(s) for s, _, _ in SCANS}
+        maps = _tick(defs, instance, MAP_SCHEDULE)
+        assert maps.run_requests == [] and "upstream_incomplete" in maps.skip_message
