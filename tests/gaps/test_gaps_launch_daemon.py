@@ -129,6 +129,10 @@ def backfill_all(env: dict[str, str], workspace: Path, log: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
+# PostgreSQL only, the production ops-db: the launch paths are the same code on both, and the
+# daemon on a SQLite ops-db is covered by tests/gaps/test_gaps_daemon.py and the run-worker
+# kill tests (this one took 80 s a database).
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_every_launch_path_queues_rows_and_runs_each_scan_once(
         manual: Path, daemon_env: dict[str, str], tmp_path: Path) -> None:
     home, workspace = Path(daemon_env["DAGSTER_HOME"]), tmp_path / "workspace.yaml"
