@@ -21,6 +21,7 @@ from typing import Any
 from ccat_assets.execute import (
     Busy,
     Claimed,
+    Deferred,
     ExecutionServices,
     Reused,
     RunFailed,
@@ -53,6 +54,9 @@ class MemberResult:
     skipped: bool = False
     #: How its run failed, when it did (exit code, the program's last lines).
     failure: RunFailed | None = None
+    #: Why the member was not claimed though nothing failed (:class:`Deferred`): it is
+    #: neither materialized nor failed, and automation launches it again.
+    deferred: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -91,19 +95,22 @@ def iter_batch(
     trigger_reason: str | None = None,
     max_parallel: int | None = None,
     own_run_ids: Collection[str] = (),
+    defer_incomplete: bool = False,
 ) -> Iterator[BatchStarted | MemberResult]:
     """Run every sub-group of ``sub_group_keys`` of one step as one array job.
 
     Yields :class:`BatchStarted` once the members are claimed, then each member's
     :class:`MemberResult` the moment it is final, so the caller reports it while the others
-    still run.
+    still run. ``defer_incomplete``: see :func:`ccat_assets.execute.claim_runs`.
     """
     keys = list(dict.fromkeys(sub_group_keys))
     results = {key: MemberResult(key) for key in keys}
     claimed = _claim_all(services, pipeline_name, step_name, keys, results, dagster_run_id,
-                         trigger_reason, own_run_ids)
-    yield BatchStarted([key for key in keys if not results[key].skipped])
-    yield from (results[key] for key in keys if results[key].skipped or results[key].failed)
+                         trigger_reason, own_run_ids, defer_incomplete)
+    yield BatchStarted([key for key in keys
+                        if not results[key].skipped and results[key].deferred is None])
+    yield from (results[key] for key in keys
+                if results[key].skipped or results[key].failed or results[key].deferred)
     specs = _stage(services, claimed, results, dagster_run_id)
     _submit(services, pipeline_name, step_name, claimed, specs, results, max_parallel)
     yield from (results[key] for key in claimed if results[key].failed)
@@ -136,20 +143,24 @@ def iter_batch(
 def _claim_all(services: ExecutionServices, pipeline_name: str, step_name: str,
                keys: list[str], results: dict[str, MemberResult],
                dagster_run_id: str | None, trigger_reason: str | None,
-               own_run_ids: Collection[str]) -> dict[str, Claimed]:
-    """Claim every member in one transaction (or note it completed, or why it cannot run)."""
+               own_run_ids: Collection[str], defer_incomplete: bool) -> dict[str, Claimed]:
+    """Claim every member in one transaction (or note it completed, deferred, or why it
+    cannot run)."""
     claimed: dict[str, Claimed] = {}
     try:
         members = claim_runs(services, pipeline_name=pipeline_name, step_name=step_name,
                              sub_group_keys=keys, dagster_run_id=dagster_run_id,
                              trigger_reason=trigger_reason, skip_completed=True,
-                             own_run_ids=own_run_ids)
+                             own_run_ids=own_run_ids, defer_incomplete=defer_incomplete)
     except Exception as exc:  # the step itself cannot be planned: every member says why
         members = {key: exc for key in keys}
     for key in keys:
         member = members[key]
         if isinstance(member, Exception):  # e.g. upstream incomplete: this member only
             results[key].error = str(member)
+            continue
+        if isinstance(member, Deferred):
+            results[key].deferred = member.reason
             continue
         if isinstance(member, Busy):
             results[key].error = (f"ops-db run {member.run_id} of Dagster run "

@@ -10,7 +10,9 @@ version, inputs) as a single run, so Dagster judges its staleness alike, the mem
 asset-check evaluations, and an asset-failed event per failed member. The run fails when a
 member failed, and Dagster then marks exactly the planned-but-unmaterialized partitions
 failed, never their siblings. A retry of the run reruns only the members without a
-completed run (:func:`ccat_assets.batch.iter_batch`).
+completed run (:func:`ccat_assets.batch.iter_batch`). A member of an automation-launched
+batch whose upstream became incomplete after launch (new data arrived) is deferred: no
+planned event, no failure, a warning in the run's log; the gap sensor launches it again.
 
 (No ``from __future__ import annotations`` here: Dagster reads the context annotation.)
 """
@@ -32,7 +34,12 @@ from ccat_assets.checks import check_names, evaluate_checks
 from ccat_assets.factory import parent_keys, step_key
 from ccat_assets.materialization import materialize_result
 from ccat_assets.run_failure import batch_failure, member_failure_text
-from ccat_assets.run_start import require_partitions, retry_chain, trigger_reason
+from ccat_assets.run_start import (
+    launched_by_automation,
+    require_partitions,
+    retry_chain,
+    trigger_reason,
+)
 from resources.execution import ExecutionResource
 from resources.opsdb import OpsDBResource
 
@@ -82,12 +89,16 @@ def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
                 services, pipeline_name=pipeline.name, step_name=step.name,
                 sub_group_keys=config.sub_groups, dagster_run_id=context.run.run_id,
                 trigger_reason=trigger_reason(context.run),
-                max_parallel=step.max_concurrent_runs, own_run_ids=retry_chain(context.run)):
+                max_parallel=step.max_concurrent_runs, own_run_ids=retry_chain(context.run),
+                defer_incomplete=launched_by_automation(context.run)):
             if isinstance(event, BatchStarted):
                 for planned in planned_events(context, asset_key, event.keys):
                     context.instance.report_dagster_event(planned, run_id=context.run.run_id)
                 continue
-            if event.failed:
+            if event.deferred is not None:
+                context.log.warning(f"{event.deferred}; deferred, not failed: the gap sensor "
+                                    "launches it again once its upstream is complete")
+            elif event.failed:
                 failed.append(event)
                 context.instance.report_dagster_event(
                     failed_event(context, asset_key, event.key, member_failure_text(event)),

@@ -9,8 +9,8 @@ Dagster instance (``ccat_assets/cli/check.py`` gathers the snapshots).
 
 What is *not* a disagreement: a newer failed attempt after an older success (both records
 say so); a Dagster run that failed before it claimed a row (a key that is no sub-group, an
-upstream not complete: the ops-db rightly has no attempt); a queued run younger than the
-queued-runs sensor's grace period.
+upstream not complete, or a batch member deferred for it: the ops-db rightly has no
+attempt); a queued run younger than the queued-runs sensor's grace period.
 """
 
 from __future__ import annotations

@@ -160,6 +160,20 @@ class Reused:
     run_id: int
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """The pair's upstream is not complete now, and its run was launched by automation.
+
+    Why not a failure: the gap sensor launched the pair when its upstream was complete, and
+    data that arrived since (new scans of the same source) added upstream sub-groups not
+    reduced yet. Nothing is wrong with the pair; its run would only count as a failed
+    attempt of inputs it never saw. Nothing is claimed, its placeholder is dropped, and the
+    gap sensor launches it again once the new upstream is complete.
+    """
+
+    reason: str
+
+
 def claim_run(
     services: ExecutionServices, *, pipeline_name: str, step_name: str, sub_group_key: str,
     dagster_run_id: str | None, trigger_reason: str | None = None,
@@ -189,19 +203,21 @@ def claim_runs(
     services: ExecutionServices, *, pipeline_name: str, step_name: str,
     sub_group_keys: Sequence[str], dagster_run_id: str | None,
     trigger_reason: str | None = None, skip_completed: bool = False,
-    own_run_ids: Collection[str] = (),
-) -> dict[str, Claimed | Reused | Busy | Exception]:
+    own_run_ids: Collection[str] = (), defer_incomplete: bool = False,
+) -> dict[str, Claimed | Reused | Busy | Deferred | Exception]:
     """:func:`claim_run` for many sub-groups of one step, in one transaction.
 
     Why one transaction: a batch claims tens of members, and one step lock, one planning
     of the step (:func:`plan_inputs_many`) and one commit serve them all. Each member is
     claimed inside its own savepoint, so a member that cannot be claimed (upstream not
     complete, no raw data, an error) is that member's exception in the result, its writes
-    undone, and its siblings are claimed all the same.
+    undone, and its siblings are claimed all the same. With ``defer_incomplete`` (the run
+    was launched by automation) a member whose upstream is not complete is
+    :class:`Deferred` instead of an exception.
     """
     run_ids = [r for r in (dagster_run_id, *own_run_ids) if r]
     keys = list(dict.fromkeys(sub_group_keys))
-    results: dict[str, Claimed | Reused | Busy | Exception] = {}
+    results: dict[str, Claimed | Reused | Busy | Deferred | Exception] = {}
     lines: list[str] = []
     with services.sessions.begin() as session:
         lock_step(session, pipeline_name, step_name)
@@ -213,9 +229,15 @@ def claim_runs(
                 continue
             if inputs.upstream_missing:
                 shown = ", ".join(inputs.upstream_missing[:5])
-                results[key] = RuntimeError(
-                    f"{step_name}/{key}: upstream not complete for "
-                    f"{len(inputs.upstream_missing)} sub-group(s): {shown}")
+                reason = (f"{step_name}/{key}: upstream not complete for "
+                          f"{len(inputs.upstream_missing)} sub-group(s): {shown}")
+                if defer_incomplete:
+                    drop_placeholders(session, inputs.step.id, key, run_ids)
+                    results[key] = Deferred(reason)
+                    lines.append(f"{reason}; deferred: not claimed, the gap sensor "
+                                 "launches it again once they complete")
+                else:
+                    results[key] = RuntimeError(reason)
                 continue
             try:
                 with session.begin_nested():

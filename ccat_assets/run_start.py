@@ -39,6 +39,12 @@ def trigger_reason(run: dg.DagsterRun) -> str:
     return "backfill" if run.tags.get("dagster/backfill") else "manual"
 
 
+def launched_by_automation(run: dg.DagsterRun) -> bool:
+    """A gap sensor or schedule launched the run (it says why): what it leaves undone for
+    a reason that is no failure, automation launches again."""
+    return bool(run.tags.get("ccat/reason"))
+
+
 def retry_chain(run: dg.DagsterRun) -> list[str]:
     """The runs this one retries (parent and root): a placeholder written when one of them
     was queued belongs to this run now."""

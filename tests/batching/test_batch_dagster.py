@@ -158,3 +158,35 @@ def test_batch_members_carry_an_asset_runs_provenance_so_staleness_is_judged_ali
         assert found[(ASSET, KEYS[0])] == (StaleStatus.FRESH, set())
         assert found[(grid, map_key)][0] == StaleStatus.STALE
         assert {(c[0].value, c[2]) for c in found[(grid, map_key)][1]} == {("DATA", KEYS[0])}
+
+
+def test_a_gap_launched_map_whose_upstream_grew_defers_and_a_persons_fails(
+        both_batched: dict) -> None:
+    """New scans arrived between the gap sensor's launch and the run's claim: the map's
+    upstream is incomplete. Launched by the gap sensor, the run succeeds with the member
+    neither materialized nor failed (it is launched again); launched by a person, it fails
+    with the reason."""
+    grid = dg.AssetKey(["ccat", "chai_test", "grid"])
+    map_key = subgroup_key(["source", "line"], ["NGC253", "CO43"])
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("chai_test__source+line", [map_key])
+        defs = load_definitions()
+        job = defs.resolve_job_def(batch_job_name("chai_test", "grid"))
+        run_config = {"ops": {batch_op_name("chai_test", "grid"):
+                              {"config": {"sub_groups": [map_key]}}}}
+        by_sensor = job.execute_in_process(instance=instance, run_config=run_config,
+                                           tags={"ccat/reason": "new_data"})
+        assert by_sensor.success
+        assert instance.get_materialized_partitions(grid) == set()
+        warnings = [e.message for e in instance.all_logs(by_sensor.run_id)
+                    if e.level == 30 and "deferred" in e.message]
+        assert warnings and "upstream not complete" in warnings[0]
+
+        by_person = job.execute_in_process(instance=instance, run_config=run_config,
+                                           raise_on_error=False)
+        assert not by_person.success
+        failure = by_person.failure_data_for_node(batch_op_name("chai_test", "grid"))
+        assert "upstream not complete" in failure.user_failure_data.description
+        with session_scope() as session:
+            rows = session.scalar(sa.select(sa.func.count()).select_from(ExecutedReductionStep))
+        assert rows == 0  # neither wrote an attempt: the upstream was never complete

@@ -13,6 +13,7 @@ from ccat_assets.batch import execute_batch
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import DataProduct, DataProductType, ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import session_scope
+from ccat_assets.queued_rows import QueuedPair, record_queued
 from ccat_assets.settings import get_settings
 from resources.apptainer import HostRuntime
 from resources.backends.local import LocalBackend
@@ -103,6 +104,31 @@ def test_a_member_with_incomplete_upstream_fails_alone(
                             sub_group_keys=[grid_key], dagster_run_id="b")
     assert results[0].failed and "upstream not complete" in results[0].error
     assert _rows() == []
+
+
+def test_an_automation_launched_member_with_incomplete_upstream_is_deferred(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """The race of a busy pipeline: the gap sensor queued the map (its placeholder written),
+    new scans arrived before the run started. Not a failure: no attempt, no placeholder."""
+    _setup(tmp_path)
+    grid_key = subgroup_key(["source", "line"], ["NGC253", "CO43"])
+    with session_scope() as session:
+        written = record_queued(session, [QueuedPair("chai_test", "grid", grid_key)],
+                                dagster_run_id="gap-run", trigger_reason="new_data",
+                                base_dir=get_settings().pipelines_dir, backend="local",
+                                runtime="host")
+    assert len(written) == 1 and [r.status for r in _rows()] == [RunStatus.PENDING]
+    log: list[str] = []
+    backend = LocalBackend(get_settings().jobs_dir, max_parallel=2)
+    services = make_services(backend, HostRuntime(), make_stager, log=log.append)
+    results = execute_batch(services, pipeline_name="chai_test", step_name="grid",
+                            sub_group_keys=[grid_key], dagster_run_id="gap-run",
+                            defer_incomplete=True)
+    assert not results[0].failed and results[0].run_id is None
+    assert results[0].deferred and "upstream not complete" in results[0].deferred
+    assert _rows() == []  # the placeholder is gone, and no failed attempt was written
+    assert any("deferred" in line for line in log)
 
 
 @pytest.mark.integration
