@@ -37,8 +37,10 @@ services:
 	@if [ "$$(id -u)" = "0" ]; then bash scripts/services/up.sh; \
 	else echo "not root: skipping SLURM/sshd set-up (integration tests will skip)"; fi
 
+# ruff, and the layers of docs/architecture.md: an upward import fails.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: $(HELM_STAMP) services lint
 	. scripts/services/env.sh 2>/dev/null || true; \

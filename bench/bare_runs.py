@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from ccat_assets.contract import PathMap, RunLayout, contract_env, write_manifest
 from ccat_assets.paths import link_or_copy
+from ccat_assets.results.contract import PathMap, RunLayout, contract_env, write_manifest
 from resources.apptainer import HostRuntime
 
 
@@ -55,7 +55,7 @@ def _observation(observations: dict[str, Any], scan: str) -> dict[str, Any]:
 def _manifest(layout: RunLayout, run_id: int, key: str, package: dict[str, Any],
               files: list[dict[str, Any]], step: dict[str, Any], observation: dict[str, Any],
               paths: PathMap) -> dict[str, Any]:
-    """The fields ``ccat_assets.manifest.build_manifest`` writes, without an ops-db."""
+    """The fields ``ccat_assets.execution.manifest.build_manifest`` writes, without an ops-db."""
     checksum = "sha256:" + hashlib.sha256(package["name"].encode()).hexdigest()
     return {
         "schema_version": 1, "run": {"id": run_id, "dagster_run_id": None},

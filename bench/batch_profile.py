@@ -71,7 +71,7 @@ def execute_batches(n: int, batch_size: int, profile: cProfile.Profile | None
     environment); returns the timings of the execution alone."""
     import dagster as dg
 
-    from ccat_assets.batch_job import batch_job_name, batch_op_name
+    from ccat_assets.dagster_face.batch_job import batch_job_name, batch_op_name
     from ccat_assets.definitions import load_definitions
     from ccat_assets.grouping import subgroup_key
     from ccat_assets.opsdb.session import dispose_engines

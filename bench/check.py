@@ -36,9 +36,9 @@ from bench.gap_sensor import PIPELINE, log, standing_state
 from bench.machine import describe
 from bench.scratch_db import add_database_argument, scratch_postgres_database
 from bench.targets import at_most, figure
-from ccat_assets.catalog import load_catalog
-from ccat_assets.consistency_snapshot import check_pipelines, latest_versions
-from ccat_assets.factory import step_key
+from ccat_assets.consistency.snapshot import check_pipelines, latest_versions
+from ccat_assets.dagster_face.catalog import load_catalog
+from ccat_assets.dagster_face.factory import step_key
 from ccat_assets.opsdb import ExecutedReductionStep, ReductionStep, RunStatus
 from ccat_assets.opsdb.session import session_scope
 from sensors.partitions import sync_partitions

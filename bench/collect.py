@@ -42,8 +42,6 @@ from sqlalchemy.orm import Session
 from bench.machine import describe
 from bench.scratch_db import scratch_database
 from bench.targets import at_least, at_most, figure
-from ccat_assets.collect import HASH_THREADS, checksums, collect_run
-from ccat_assets.contract import RunLayout
 from ccat_assets.opsdb import (
     DataGrouping,
     DataLocation,
@@ -63,8 +61,10 @@ from ccat_assets.opsdb import (
     run_input_data_product,
     run_input_raw_data_package,
 )
-from ccat_assets.provenance import load_lineage, products_using
-from ccat_assets.provenance.ancestry import descendants_query, raw_ancestry_query
+from ccat_assets.results.collect import HASH_THREADS, checksums, collect_run
+from ccat_assets.results.contract import RunLayout
+from ccat_assets.results.provenance import load_lineage, products_using
+from ccat_assets.results.provenance.ancestry import descendants_query, raw_ancestry_query
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 MB = 1_000_000

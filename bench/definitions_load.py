@@ -1,8 +1,8 @@
 """Benchmark: what leaving out a broken pipeline costs the code location's load.
 
 The code location builds each pipeline's parts on its own and resolves the assembled
-location once (``ccat_assets.location.assemble``); only when that fails does it resolve the
-pipelines one by one to find the one to leave out. This times, on the demo catalog
+location once (``ccat_assets.codelocation.location.assemble``); only when that fails does it
+resolve the pipelines one by one to find the one to leave out. This times, on the demo catalog
 (``examples/chai/pipelines.yaml``) and on renamed copies of it for larger catalogs: all
 pipelines built into one ``Definitions`` and resolved (what loading did before), ``assemble``
 on the healthy catalog, and ``assemble`` with one more pipeline that only Dagster's
@@ -29,11 +29,17 @@ import dagster as dg
 
 from bench.machine import describe
 from bench.targets import at_most, figure
-from ccat_assets import location
-from ccat_assets.catalog import PipelineDef, pipeline_def_from_spec
-from ccat_assets.location import _definitions, _resolve, assemble, build_parts, default_resources
+from ccat_assets.codelocation import location
+from ccat_assets.codelocation.location import (
+    _definitions,
+    _resolve,
+    assemble,
+    build_parts,
+    default_resources,
+)
+from ccat_assets.dagster_face.catalog import PipelineDef, pipeline_def_from_spec
 from ccat_assets.settings import get_settings
-from ccat_assets.spec import validate_spec_files
+from ccat_assets.specs.spec import validate_spec_files
 
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "examples" / "chai" / "pipelines.yaml"
 #: Per pipeline, a healthy location may load this much slower than all at once (ms).

@@ -41,11 +41,10 @@ from sqlalchemy.orm import Session
 from bench.machine import describe
 from bench.scratch_db import add_database_argument, scratch_postgres_database
 from bench.targets import at_most, figure
-from ccat_assets.apply import apply_spec_set, known_objects
-from ccat_assets.catalog import load_catalog
+from ccat_assets.automation.gaps import evaluate
+from ccat_assets.automation.gapstate import load_pipeline_state
+from ccat_assets.dagster_face.catalog import load_catalog
 from ccat_assets.definitions import build_definitions
-from ccat_assets.gaps import evaluate
-from ccat_assets.gapstate import load_pipeline_state
 from ccat_assets.opsdb import (
     DataProduct,
     DataProductType,
@@ -64,7 +63,8 @@ from ccat_assets.opsdb import (
 from ccat_assets.opsdb.migrate import upgrade
 from ccat_assets.opsdb.session import create_engine, dispose_engines, normalize_url, session_scope
 from ccat_assets.settings import get_settings
-from ccat_assets.spec import validate_spec_files
+from ccat_assets.specs.apply import apply_spec_set, known_objects
+from ccat_assets.specs.spec import validate_spec_files
 from sensors import tick as sensor_tick
 
 PIPELINE = "bench"

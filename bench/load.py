@@ -64,11 +64,11 @@ from sqlalchemy.orm import Session
 from bench import daemon_runs
 from bench.machine import describe
 from bench.targets import at_most, figure
-from ccat_assets.gaps import Reason, evaluate
-from ccat_assets.gapstate.load import load_pipeline_state
-from ccat_assets.ingest import ingest, read_manifests
+from ccat_assets.automation.gaps import Reason, evaluate
+from ccat_assets.automation.gapstate.load import load_pipeline_state
 from ccat_assets.opsdb import ExecutedReductionStep, Pipeline, ReductionStep, RunStatus
 from ccat_assets.opsdb.types import utcnow
+from ccat_assets.specs.ingest import ingest, read_manifests
 from examples.demo import BIN, ROOT, run
 from tests.factories import write_observations
 
@@ -363,7 +363,7 @@ def _run_id_of(pid: int, instance: Any) -> str | None:
     """The run a worker executes: it announced its pid in the run's first event."""
     import dagster as dg
 
-    from ccat_assets.run_launcher import STARTED_PREFIX
+    from ccat_assets.dagster_face.run_launcher import STARTED_PREFIX
 
     started = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     for each in started:

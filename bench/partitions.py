@@ -64,12 +64,12 @@ from bench.machine import describe
 from bench.meter import children_by_parent
 from bench.scratch_db import add_database_argument, scratch_postgres_database
 from bench.targets import at_most, figure
-from ccat_assets.apply import apply_spec_set, known_objects
-from ccat_assets.catalog import load_catalog
+from ccat_assets.dagster_face.catalog import load_catalog
 from ccat_assets.opsdb.migrate import upgrade
 from ccat_assets.opsdb.session import dispose_engines, session_scope
 from ccat_assets.settings import get_settings
-from ccat_assets.spec import validate_spec_files
+from ccat_assets.specs.apply import apply_spec_set, known_objects
+from ccat_assets.specs.spec import validate_spec_files
 from examples.demo import BIN, ROOT, start_daemon, stop_daemon
 
 #: The issue's goal: every page of the UI answers within a second at this many scans.

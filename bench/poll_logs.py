@@ -40,9 +40,9 @@ import dagster as dg
 
 from bench.machine import describe
 from bench.targets import at_most, figure
-from ccat_assets.job_watch import JobOutput, JobWatch
-from ccat_assets.jobs import JobSpec
-from ccat_assets.output_tail import TailBounds
+from ccat_assets.execution.job_watch import JobOutput, JobWatch
+from ccat_assets.execution.jobs import JobSpec
+from ccat_assets.execution.output_tail import TailBounds
 from resources.backends.local import LocalBackend
 
 MODES = ("status", "tail_quiet", "tail_busy")

@@ -2,7 +2,7 @@
 
 A pipeline applied while Dagster runs shows up when the location reloads (``ccat-wm apply``
 asks the running webserver to reload it). Each pipeline is built and checked on its own
-(``ccat_assets.location``): one that Dagster refuses is left out, logged and shown as a
+(``ccat_assets.codelocation.location``): one that Dagster refuses is left out, logged and shown as a
 placeholder asset, and everything else loads.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from ccat_assets.catalog import PipelineDef, UnreadablePipeline, load_catalog_checked
-from ccat_assets.location import assemble
-from ccat_assets.not_loaded import log_not_loaded
+from ccat_assets.codelocation.location import assemble
+from ccat_assets.dagster_face.catalog import PipelineDef, UnreadablePipeline, load_catalog_checked
+from ccat_assets.dagster_face.not_loaded import log_not_loaded
 from ccat_assets.opsdb.migrate import require_current
 from ccat_assets.opsdb.session import get_engine, session_scope
 from ccat_assets.settings import get_settings

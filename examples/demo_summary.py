@@ -20,8 +20,8 @@ from ccat_assets.opsdb import (
     RunStatus,
 )
 from ccat_assets.opsdb.session import session_scope
-from ccat_assets.provenance.graph import load_lineage
-from ccat_assets.provenance.tree import render_tree
+from ccat_assets.results.provenance.graph import load_lineage
+from ccat_assets.results.provenance.tree import render_tree
 
 
 def main(pipeline_name: str) -> None:

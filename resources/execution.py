@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from ccat_assets.execute import ExecutionServices, PollPolicy
+from ccat_assets.execution.execute import ExecutionServices, PollPolicy
 from ccat_assets.settings import get_settings
 from resources.dagster_storage import pool_storage_connections
 from resources.hpc import make_backend, make_runtime

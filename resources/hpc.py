@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ccat_assets.jobs import Backend, ContainerRuntime
+from ccat_assets.execution.jobs import Backend, ContainerRuntime
 from ccat_assets.settings import Settings
 from resources.apptainer import ApptainerRuntime, HostRuntime
 from resources.backends.local import LocalBackend

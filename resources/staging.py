@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from ccat_assets.execution.staging_types import PackageDone, StagedInput, Stager
 from ccat_assets.hashing import CHUNK_BYTES, file_checksum
 from ccat_assets.opsdb import (
     DataLocation,
@@ -38,7 +39,6 @@ from ccat_assets.opsdb import (
 )
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.paths import join_inside, link_or_copy, safe_relative_path
-from ccat_assets.staging_types import PackageDone, StagedInput, Stager
 from resources.backends.ssh_target import SSHError, SSHTarget
 
 if TYPE_CHECKING:

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
-from ccat_assets.batch_job import build_batch_jobs
-from ccat_assets.catalog import PipelineDef
-from ccat_assets.factory import build_pipeline_jobs
-from ccat_assets.gapstate.load import serves_location
+from ccat_assets.automation.gapstate.load import serves_location
+from ccat_assets.dagster_face.batch_job import build_batch_jobs
+from ccat_assets.dagster_face.catalog import PipelineDef
+from ccat_assets.dagster_face.factory import build_pipeline_jobs
 from ccat_assets.opsdb import TriggerType
 from ccat_assets.settings import Settings
 from sensors.gap_sensor import LaunchableJob, build_gap_sensor

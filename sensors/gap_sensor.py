@@ -9,7 +9,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
-from ccat_assets.catalog import PipelineDef
+from ccat_assets.dagster_face.catalog import PipelineDef
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.settings import get_settings
 from sensors.arrivals import Cursor

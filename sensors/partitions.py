@@ -22,8 +22,8 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ccat_assets.catalog import PipelineDef
-from ccat_assets.factory import raw_data_key
+from ccat_assets.dagster_face.catalog import PipelineDef
+from ccat_assets.dagster_face.factory import raw_data_key
 from ccat_assets.grouping import resolve_subgroups
 from ccat_assets.opsdb import DataGrouping, RawDataPackage
 from ccat_assets.opsdb.session import session_scope

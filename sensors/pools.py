@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ccat_assets.catalog import PipelineDef
+from ccat_assets.dagster_face.catalog import PipelineDef
 from ccat_assets.hashing import content_hash
 
 

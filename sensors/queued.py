@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ccat_assets.batch_job import SUB_GROUPS
-from ccat_assets.catalog import PipelineDef
-from ccat_assets.factory import grain_job_name
+from ccat_assets.dagster_face.batch_job import SUB_GROUPS
+from ccat_assets.dagster_face.catalog import PipelineDef
+from ccat_assets.dagster_face.factory import grain_job_name
 from ccat_assets.grouping import ALL_KEY
 
 ACTIVE_STATUSES = [

@@ -2,8 +2,8 @@
 
 Whoever queued the run (a gap sensor, a schedule, a person in the UI, GraphQL, a backfill),
 this sensor finds it in Dagster's queue within one interval and writes a placeholder row
-per (step, sub-group) it will execute (:mod:`ccat_assets.queued_rows`), carrying the Dagster
-run id. Runs that already have rows are skipped with one query, so a tick over a long queue
+per (step, sub-group) it will execute (:mod:`ccat_assets.execution.queued_rows`), carrying the
+Dagster run id. Runs that already have rows are skipped with one query, so a tick over a long queue
 costs one run-storage query and one ops-db query plus the new rows.
 
 Only runs that have not started are looked at: a started run's worker claims its row
@@ -17,11 +17,11 @@ from collections.abc import Sequence
 import dagster as dg
 import sqlalchemy as sa
 
-from ccat_assets.catalog import PipelineDef
+from ccat_assets.dagster_face.catalog import PipelineDef
+from ccat_assets.dagster_face.run_start import trigger_reason
+from ccat_assets.execution.queued_rows import QueuedPair, record_queued
 from ccat_assets.opsdb import ExecutedReductionStep
 from ccat_assets.opsdb.session import session_scope
-from ccat_assets.queued_rows import QueuedPair, record_queued
-from ccat_assets.run_start import trigger_reason
 from ccat_assets.settings import get_settings
 from sensors.queued import pairs_of_run, pipeline_of_run
 

@@ -3,7 +3,8 @@
 A row left PENDING .. COLLECTING_RESULTS by a run that is gone (a worker killed, the ops-db
 restarted inside a transaction, a run that ended while the run-status sensors were down)
 blocks its (step, sub-group) for ever. ``reconcile`` finds such rows with the rules of
-``ccat_assets/reconcile.py`` and ends them: FAILED, or CANCELLED for a canceled run. It runs
+``ccat_assets/execution/reconcile.py`` and ends them: FAILED, or CANCELLED for a canceled run. It
+runs
 
 * in ``ccat_reconcile_sensor``, every ``RECONCILE_INTERVAL_SECONDS``; its first tick after
   the daemon starts repairs whatever happened while the daemon was down;
@@ -27,8 +28,18 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ccat_assets.gapstate.load import serves_location
-from ccat_assets.jobs import Backend
+from ccat_assets.automation.gapstate.load import serves_location
+from ccat_assets.execution.jobs import Backend
+from ccat_assets.execution.queued_rows import placeholder_clause
+from ccat_assets.execution.reconcile import (
+    DagsterState,
+    JobLife,
+    Repair,
+    RowState,
+    judge,
+    needs_job_check,
+    vouched,
+)
 from ccat_assets.opsdb import (
     IN_FLIGHT_STATUSES,
     DataLocation,
@@ -40,16 +51,6 @@ from ccat_assets.opsdb import (
 from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.opsdb.types import utcnow
-from ccat_assets.queued_rows import placeholder_clause
-from ccat_assets.reconcile import (
-    DagsterState,
-    JobLife,
-    Repair,
-    RowState,
-    judge,
-    needs_job_check,
-    vouched,
-)
 from ccat_assets.settings import Settings, get_settings
 from resources.hpc import make_backend
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from ccat_assets.batch_job import SUB_GROUPS, batch_job_name, batch_op_name
-from ccat_assets.catalog import PipelineDef
-from ccat_assets.factory import grain_job_name, step_key
-from ccat_assets.gaps import Decision
+from ccat_assets.automation.gaps import Decision
+from ccat_assets.dagster_face.batch_job import SUB_GROUPS, batch_job_name, batch_op_name
+from ccat_assets.dagster_face.catalog import PipelineDef
+from ccat_assets.dagster_face.factory import grain_job_name, step_key
 from ccat_assets.hashing import content_hash
 
 
@@ -73,7 +73,7 @@ def batch_run_request(pipeline: PipelineDef, decisions: Sequence[Decision]) -> d
 
 def launch_request(pipeline: PipelineDef, decisions: Sequence[Decision],
                    batching: bool = True) -> dg.RunRequest:
-    """The RunRequest of one launch of :func:`ccat_assets.gap_batches.plan_launches`."""
+    """The RunRequest of one launch of :func:`ccat_assets.automation.gap_batches.plan_launches`."""
     step = pipeline.step(decisions[0].step)
     if batching and step.partitioned and step.batch_size > 1:
         return batch_run_request(pipeline, decisions)

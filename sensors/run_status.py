@@ -17,10 +17,10 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
+from ccat_assets.execution.queued_rows import is_placeholder
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.opsdb.session import session_scope
-from ccat_assets.queued_rows import is_placeholder
 from ccat_assets.settings import get_settings
 from resources.hpc import make_backend
 from sensors.reconcile import WILL_RETRY_TAG, reconcile

@@ -6,7 +6,7 @@ each targeting the factory's per-grain job ``<pipeline>__<grain>`` and launching
 grain's steps. All of them evaluate the same cached pipeline state at the same tick.
 
 A step with ``batch_size`` above 1 is launched in batches, as a gap sensor launches it: its
-own schedule targets the step's batch job (``ccat_assets.batch_job``), and its grain's
+own schedule targets the step's batch job (``ccat_assets.dagster_face.batch_job``), and its grain's
 schedule leaves it out (a grain whose steps are all batched has no grain schedule). A nightly
 CRON pipeline over the night's scans is then a few batch runs, not a run per scan.
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ccat_assets.batch_job import batch_job_name, batched_steps
-from ccat_assets.catalog import PipelineDef, StepDef
-from ccat_assets.factory import build_pipeline_jobs
+from ccat_assets.dagster_face.batch_job import batch_job_name, batched_steps
+from ccat_assets.dagster_face.catalog import PipelineDef, StepDef
+from ccat_assets.dagster_face.factory import build_pipeline_jobs
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.settings import get_settings
 from sensors.arrivals import Cursor

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field, replace
 
 import dagster as dg
 
-from ccat_assets.batch_job import batched_steps
-from ccat_assets.catalog import PipelineDef
-from ccat_assets.factory import raw_data_key
-from ccat_assets.gap_batches import plan_launches
-from ccat_assets.gaps import Decision
-from ccat_assets.gapstate import StateCache, load_pipeline_info, read_watermark
-from ccat_assets.gapstate.cache import Evaluation
+from ccat_assets.automation.gap_batches import plan_launches
+from ccat_assets.automation.gaps import Decision
+from ccat_assets.automation.gapstate import StateCache, load_pipeline_info, read_watermark
+from ccat_assets.automation.gapstate.cache import Evaluation
+from ccat_assets.dagster_face.batch_job import batched_steps
+from ccat_assets.dagster_face.catalog import PipelineDef
+from ccat_assets.dagster_face.factory import raw_data_key
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import Settings
 from sensors.arrivals import Cursor, read_arrivals

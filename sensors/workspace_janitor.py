@@ -3,7 +3,8 @@
 Each tick refreshes which intermediate copies nothing will read again (DELETION_POSSIBLE) and,
 only when free space is below ``WORKSPACE_GC_MIN_FREE_GB`` / ``_PERCENT``, deletes the oldest
 of them (at most ``WORKSPACE_GC_MAX_DELETIONS`` per tick) and records each deletion. It never
-launches runs; the same pass is ``ccat-wm workspace gc``. Rules: ccat_assets/storage_lifecycle.
+launches runs; the same pass is ``ccat-wm workspace gc``. Rules:
+``ccat_assets/results/storage_lifecycle.py``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import dagster as dg
 
 from ccat_assets.opsdb.session import session_factory
+from ccat_assets.results.storage_lifecycle import GcReport, LocationNotFound, Thresholds, run_gc
 from ccat_assets.settings import get_settings
-from ccat_assets.storage_lifecycle import GcReport, LocationNotFound, Thresholds, run_gc
 
 SENSOR_NAME = "workspace_janitor"
 

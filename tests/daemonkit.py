@@ -52,7 +52,7 @@ def disagreements(home: Path) -> list[str]:
     """What ``ccat-wm check`` finds between the Dagster instance at ``home`` and the ops-db."""
     import dagster as dg
 
-    from ccat_assets.consistency_snapshot import check_pipelines
+    from ccat_assets.consistency.snapshot import check_pipelines
 
     with dg.DagsterInstance.from_config(str(home)) as instance, session_scope() as session:
         return [f"{f.kind} {f.step} {f.key}: {f.detail}"

@@ -26,16 +26,16 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from ccat_assets import catalog as catalog_module
-from ccat_assets import location as location_module
-from ccat_assets.catalog import PipelineDef, pipeline_def_from_spec
 from ccat_assets.cli import cli
+from ccat_assets.codelocation import location as location_module
+from ccat_assets.codelocation.location import PipelineParts, assemble
+from ccat_assets.dagster_face import catalog as catalog_module
+from ccat_assets.dagster_face.catalog import PipelineDef, pipeline_def_from_spec
 from ccat_assets.definitions import load_definitions
-from ccat_assets.location import PipelineParts, assemble
 from ccat_assets.opsdb import Base, Pipeline
 from ccat_assets.opsdb.session import get_engine, session_scope
 from ccat_assets.settings import get_settings
-from ccat_assets.spec import validate_spec_files
+from ccat_assets.specs.spec import validate_spec_files
 from tests.factories import pipeline_spec, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +111,7 @@ def test_what_dagster_refuses_beyond_our_rules_is_refused_at_the_field(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The in-memory build is the net under the explicit rules: with the cron rule switched
     off, Dagster's own refusal still stops validate, mapped to the field."""
-    monkeypatch.setattr("ccat_assets.spec.cron_problem", lambda expression: None)
+    monkeypatch.setattr("ccat_assets.specs.spec.cron_problem", lambda expression: None)
     spec = pipeline_spec(tmp_path / "proc")
     spec["pipelines"][0]["trigger"] = {"type": "CRON", "cron": SIX_FIELDS}
     result = invoke("validate", str(write_spec(tmp_path / "six.yaml", spec)))

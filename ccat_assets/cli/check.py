@@ -1,7 +1,7 @@
 """``ccat-wm check [PIPELINE]``: does Dagster agree with the ops-db? The first thing to run
 after an incident.
 
-It lists every disagreement the rules of :mod:`ccat_assets.consistency` find between the
+It lists every disagreement the rules of :mod:`ccat_assets.consistency.rules` find between the
 Dagster instance of ``DAGSTER_HOME`` and the ops-db, each with what to do. Exit status 0 when
 they agree, 1 when they do not.
 """
@@ -29,8 +29,8 @@ def check(pipelines: tuple[str, ...], as_json: bool) -> None:
             "instance")
     import dagster as dg  # only here: the other commands start without Dagster
 
-    from ccat_assets.consistency import summary
-    from ccat_assets.consistency_snapshot import UnknownPipelines, check_pipelines
+    from ccat_assets.consistency.rules import summary
+    from ccat_assets.consistency.snapshot import UnknownPipelines, check_pipelines
 
     with dg.DagsterInstance.get() as instance, opsdb_session() as session:
         try:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ccat_assets.opsdb.migrate import SchemaNotCurrent, require_current
 from ccat_assets.opsdb.session import get_engine, session_scope
-from ccat_assets.specfile import SpecError
+from ccat_assets.specs.specfile import SpecError
 
 EXIT_INVALID = 2
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
+from ccat_assets.automation.gaps import Decision, Reason, evaluate
+from ccat_assets.automation.gapstate.load import UnknownPipeline, load_pipeline_state
 from ccat_assets.cli.common import echo_json, opsdb_session
-from ccat_assets.gaps import Decision, Reason, evaluate
-from ccat_assets.gapstate.load import UnknownPipeline, load_pipeline_state
 from ccat_assets.grouping import GroupingError
 from ccat_assets.opsdb.types import utcnow
 

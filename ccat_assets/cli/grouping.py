@@ -16,7 +16,7 @@ from ccat_assets.grouping import (
     validate_group_by,
 )
 from ccat_assets.opsdb import DataGrouping, GroupingPreset
-from ccat_assets.specfile import did_you_mean
+from ccat_assets.specs.specfile import did_you_mean
 
 
 @click.group()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import click
 import dagster as dg
 
-from ccat_assets.catalog import load_catalog
 from ccat_assets.cli.common import opsdb_session
+from ccat_assets.dagster_face.catalog import load_catalog
 from sensors.partitions import sync_partitions
 
 

@@ -12,9 +12,9 @@ import click
 
 from ccat_assets.cli.common import echo_json, opsdb_session
 from ccat_assets.opsdb import DataProductType
-from ccat_assets.prov_export import FORMATS as PROV_FORMATS
-from ccat_assets.prov_export import dumps as prov_dumps
-from ccat_assets.provenance import (
+from ccat_assets.results.prov_export import FORMATS as PROV_FORMATS
+from ccat_assets.results.prov_export import dumps as prov_dumps
+from ccat_assets.results.provenance import (
     UnknownName,
     UnknownPackage,
     UnknownProduct,

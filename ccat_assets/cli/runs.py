@@ -15,7 +15,7 @@ from ccat_assets.cli.common import echo_json, opsdb_session
 from ccat_assets.opsdb import RunStatus
 from ccat_assets.opsdb.migrate import SchemaNotCurrent, require_current
 from ccat_assets.opsdb.session import get_engine
-from ccat_assets.provenance import UnknownName, list_runs
+from ccat_assets.results.provenance import UnknownName, list_runs
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON for tools.")
 

@@ -7,16 +7,16 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 
-from ccat_assets.apply import apply_spec_set, known_objects
-from ccat_assets.catalog import load_catalog_checked
 from ccat_assets.cli.common import echo_json, fail_with_problems, opsdb_session
 from ccat_assets.cli.reload import reload_code_location
 from ccat_assets.cli.status import load_status
-from ccat_assets.ingest import ingest as ingest_manifests
-from ccat_assets.ingest import read_manifests
+from ccat_assets.codelocation.spec_dagster import validate_for_dagster
+from ccat_assets.dagster_face.catalog import load_catalog_checked
 from ccat_assets.opsdb import Pipeline
-from ccat_assets.spec_dagster import validate_for_dagster
-from ccat_assets.specfile import SpecError
+from ccat_assets.specs.apply import apply_spec_set, known_objects
+from ccat_assets.specs.ingest import ingest as ingest_manifests
+from ccat_assets.specs.ingest import read_manifests
+from ccat_assets.specs.specfile import SpecError
 from sensors.pools import set_pool_limits
 
 FILES = click.argument("files", nargs=-1, required=True,

@@ -1,8 +1,8 @@
 """Whether the code location loads each pipeline, for ``ccat-wm pipelines``.
 
 Computed by assembling the location exactly as Dagster's code server does
-(:func:`ccat_assets.location.assemble`), so the CLI and the running location agree on the
-same ops-db without asking a running Dagster.
+(:func:`ccat_assets.codelocation.location.assemble`), so the CLI and the running location agree on
+the same ops-db without asking a running Dagster.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ccat_assets.catalog import PipelineDef, UnreadablePipeline
-from ccat_assets.location import assemble
+from ccat_assets.codelocation.location import assemble
+from ccat_assets.dagster_face.catalog import PipelineDef, UnreadablePipeline
 from ccat_assets.settings import get_settings
 
 LOADED = "loaded"

@@ -14,8 +14,7 @@ from ccat_assets.cli.common import echo_json, opsdb_session
 from ccat_assets.opsdb import DataProduct, DataProductType, PhysicalCopy
 from ccat_assets.opsdb.migrate import SchemaNotCurrent, require_current
 from ccat_assets.opsdb.session import get_engine, session_factory
-from ccat_assets.settings import get_settings
-from ccat_assets.storage_lifecycle import (
+from ccat_assets.results.storage_lifecycle import (
     GB,
     LocationNotFound,
     Thresholds,
@@ -23,6 +22,7 @@ from ccat_assets.storage_lifecycle import (
     processing_location,
     run_gc,
 )
+from ccat_assets.settings import get_settings
 
 
 def _require_current_schema() -> None:

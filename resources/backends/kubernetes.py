@@ -22,7 +22,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from ccat_assets.jobs import JobSpec, JobStatus
+from ccat_assets.execution.jobs import JobSpec, JobStatus
 from resources.backends.kubernetes_indexed import (
     ANNOTATION_CANCELLED_INDEXES,
     MEMBER_SEP,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ccat_assets.jobs import JobStatus
+from ccat_assets.execution.jobs import JobStatus
 from resources.backends.kubernetes_manifest import (
     ANNOTATION_CANCELLED,
     CONTAINER,

@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes import client
 
-from ccat_assets.jobs import JobSpec
+from ccat_assets.execution.jobs import JobSpec
 from resources.apptainer import HOST_PASSTHROUGH
 
 MANAGED_BY = "ccat-workflow-manager"

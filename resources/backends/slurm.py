@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ccat_assets.jobs import JobSpec, JobStatus
+from ccat_assets.execution.jobs import JobSpec, JobStatus
 from resources.backends.slurm_accounting import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ccat_assets.jobs import JobState, JobStatus
+from ccat_assets.execution.jobs import JobState, JobStatus
 
 #: The fields asked of ``sacct`` (``-P --noconvert``: ``|``-separated, MaxRSS in bytes).
 SACCT_FIELDS = ("JobIDRaw", "JobID", "JobName", "State", "ExitCode", "ElapsedRaw", "TotalCPU",

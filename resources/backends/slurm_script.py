@@ -19,7 +19,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ccat_assets.jobs import JobSpec
+from ccat_assets.execution.jobs import JobSpec
 
 #: Variables SLURM sets for the job that the program (or Apptainer's ``--nv``) needs: kept
 #: when set, absent when not. Fixed text, expanded in the job, never user data.

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
-from ccat_assets.batch_job import batch_job_name, batch_op_name
+from ccat_assets.dagster_face.batch_job import batch_job_name, batch_op_name
 from ccat_assets.definitions import load_definitions
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ccat_assets.batch import execute_batch
+from ccat_assets.execution.batch import execute_batch
+from ccat_assets.execution.queued_rows import QueuedPair, record_queued
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import DataProduct, DataProductType, ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import session_scope
-from ccat_assets.queued_rows import QueuedPair, record_queued
 from ccat_assets.settings import get_settings
 from resources.apptainer import HostRuntime
 from resources.backends.local import LocalBackend

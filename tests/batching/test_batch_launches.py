@@ -9,11 +9,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from ccat_assets.batch_job import batch_job_name, batch_op_name
-from ccat_assets.catalog import load_catalog
+from ccat_assets.automation.gap_batches import plan_launches
+from ccat_assets.automation.gaps import Decision, Reason
+from ccat_assets.dagster_face.batch_job import batch_job_name, batch_op_name
+from ccat_assets.dagster_face.catalog import load_catalog
 from ccat_assets.definitions import load_definitions
-from ccat_assets.gap_batches import plan_launches
-from ccat_assets.gaps import Decision, Reason
 from ccat_assets.opsdb.session import session_scope
 from sensors.pools import pool_limits
 from sensors.requests import batch_run_key

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ccat_assets.batch_job import batch_job_name, batch_op_name
+from ccat_assets.dagster_face.batch_job import batch_job_name, batch_op_name
 from ccat_assets.definitions import load_definitions
 from ccat_assets.grouping import subgroup_key
 from tests.execution.conftest import apply_and_ingest

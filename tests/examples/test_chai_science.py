@@ -390,7 +390,7 @@ def _all_fits(chain: dict[str, Any]) -> list[Path]:
 def test_every_fits_file_carries_verified_checksums(chain: dict[str, Any]) -> None:
     from astropy.io import fits
 
-    from ccat_assets.fits_integrity import fits_checksum_problems
+    from ccat_assets.results.fits_integrity import fits_checksum_problems
 
     files = _all_fits(chain)
     assert len(files) == SCANS * 3 + SCANS * 2 + 2  # raw hot/cold/sky, cal, base, cube+mom0
@@ -405,7 +405,7 @@ def test_a_corrupted_data_byte_fails_the_integrity_check_clearly(
         chain: dict[str, Any], tmp_path: Path) -> None:
     from astropy.io import fits
 
-    from ccat_assets.fits_integrity import fits_checksum_problems
+    from ccat_assets.results.fits_integrity import fits_checksum_problems
 
     cube = tmp_path / "cube.fits"
     shutil.copyfile(next((chain["grid_out"] / "science").glob("*_cube.fits")), cube)

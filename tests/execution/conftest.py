@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from ccat_assets.cli import cli
-from ccat_assets.execute import ExecutionServices, PollPolicy
+from ccat_assets.execution.execute import ExecutionServices, PollPolicy
 from ccat_assets.opsdb.session import session_factory
 from ccat_assets.settings import get_settings
 from resources.backends.ssh import SSHConnection, SSHTarget

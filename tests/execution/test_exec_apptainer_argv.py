@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from ccat_assets.contract import RunLayout
+from ccat_assets.results.contract import RunLayout
 from resources.apptainer import (
     PULL_ARGV0,
     PULL_IF_MISSING,

@@ -14,7 +14,7 @@ from typing import Any
 
 import jsonschema
 
-from ccat_assets.execute import execute_partition
+from ccat_assets.execution.execute import execute_partition
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb.enums import DataProductType
 from ccat_assets.settings import get_settings

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from ccat_assets.jobs import JobSpec
+from ccat_assets.execution.jobs import JobSpec
 from resources.backends.kubernetes import KubernetesBackend
 from resources.backends.kubernetes_manifest import K8sJobConfig, as_dict, build_job, k8s_name
 

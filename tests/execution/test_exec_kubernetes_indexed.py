@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from ccat_assets.jobs import JobSpec
+from ccat_assets.execution.jobs import JobSpec
 from resources.backends.kubernetes import KubernetesBackend
 from resources.backends.kubernetes_indexed import parse_indexes
 from resources.backends.kubernetes_manifest import K8sJobConfig, as_dict, build_indexed_job

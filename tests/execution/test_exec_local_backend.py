@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from ccat_assets.jobs import JobSpec, JobStatus
+from ccat_assets.execution.jobs import JobSpec, JobStatus
 from resources.backends.local import LocalBackend
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def test_job_survives_its_submitting_process(tmp_path: Path) -> None:
     code = textwrap.dedent("""
         import json, os, sys
         from pathlib import Path
-        from ccat_assets.jobs import JobSpec
+        from ccat_assets.execution.jobs import JobSpec
         from resources.backends.local import LocalBackend
         a = json.loads(sys.argv[1])
         spec = JobSpec(name=a["name"], argv=a["argv"], env=a["env"], workdir=Path(a["dir"]),

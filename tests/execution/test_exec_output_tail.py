@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ccat_assets.job_watch import JobOutput, JobWatch
-from ccat_assets.jobs import JobStatus
-from ccat_assets.output_tail import COUNT_SCAN_BYTES, FileTail, TailBounds, last_lines
+from ccat_assets.execution.job_watch import JobOutput, JobWatch
+from ccat_assets.execution.jobs import JobStatus
+from ccat_assets.execution.output_tail import COUNT_SCAN_BYTES, FileTail, TailBounds, last_lines
 
 BOUNDS = TailBounds(max_lines=3, max_bytes=200)
 

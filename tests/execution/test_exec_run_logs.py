@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from ccat_assets.definitions import load_definitions
-from ccat_assets.execute import RunFailed, execute_partition
+from ccat_assets.execution.execute import RunFailed, execute_partition
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.settings import get_settings
 from resources.apptainer import HostRuntime

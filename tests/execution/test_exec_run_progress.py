@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from ccat_assets.job_watch import JobOutput
-from ccat_assets.run_progress import StagingProgress, collected_line, failure_tail
+from ccat_assets.execution.job_watch import JobOutput
+from ccat_assets.execution.run_progress import StagingProgress, collected_line, failure_tail
 
 
 def _package(sizes: list[int]) -> SimpleNamespace:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from ccat_assets.execute import ExecutionServices, RunOutcome, execute_partition
+from ccat_assets.execution.execute import ExecutionServices, RunOutcome, execute_partition
+from ccat_assets.execution.jobs import Backend
 from ccat_assets.grouping import subgroup_key
-from ccat_assets.jobs import Backend
 from ccat_assets.opsdb import RunStatus
 from ccat_assets.settings import get_settings
 from resources.apptainer import HostRuntime

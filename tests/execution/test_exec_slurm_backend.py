@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ccat_assets.jobs import JobSpec, JobStatus
+from ccat_assets.execution.jobs import JobSpec, JobStatus
 from resources.backends.slurm import SlurmBackend
 from resources.backends.ssh import HostKeyError, SSHConnection, SSHError, SSHTarget
 
@@ -78,7 +78,7 @@ def _submit_from_a_dying_process(target: SSHTarget, partition: str, spec_dir: Pa
     """Submit in a child process that exits without telling anyone the job id."""
     code = textwrap.dedent("""
         import json, os, pathlib, sys
-        from ccat_assets.jobs import JobSpec
+        from ccat_assets.execution.jobs import JobSpec
         from resources.backends.slurm import SlurmBackend
         from resources.backends.ssh import SSHConnection, SSHTarget
         a = json.loads(sys.argv[1])

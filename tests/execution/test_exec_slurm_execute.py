@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from ccat_assets.execute import execute_partition, job_name
+from ccat_assets.execution.execute import execute_partition, job_name
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import ExecutedReductionStep, PhysicalCopy, PhysicalCopyStatus, RunStatus
 from ccat_assets.opsdb.session import session_scope

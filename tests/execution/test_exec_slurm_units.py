@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ccat_assets.jobs import JobSpec
+from ccat_assets.execution.jobs import JobSpec
 from resources.backends.slurm import SlurmBackend
 from resources.backends.slurm_accounting import (
     parse_bytes,

@@ -8,11 +8,11 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from ccat_assets.contract import RunLayout
-from ccat_assets.inputs import UpstreamProduct
+from ccat_assets.automation.inputs import UpstreamProduct
+from ccat_assets.execution.upstream_view import UpstreamViewError, build_view, plan_view
 from ccat_assets.opsdb.enums import DataProductType
 from ccat_assets.paths import UnsafePath
-from ccat_assets.upstream_view import UpstreamViewError, build_view, plan_view
+from ccat_assets.results.contract import RunLayout
 
 SCAN1, SCAN2 = "executed_obs_unit=scan-001", "executed_obs_unit=scan-002"
 GRID = "source=NGC253__line=CO43"

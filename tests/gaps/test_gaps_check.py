@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from ccat_assets.catalog import load_catalog
 from ccat_assets.cli import cli
-from ccat_assets.consistency import PipelineView, Row, StepView, compare
-from ccat_assets.consistency_snapshot import check_pipelines
+from ccat_assets.consistency.rules import PipelineView, Row, StepView, compare
+from ccat_assets.consistency.snapshot import check_pipelines
+from ccat_assets.dagster_face.catalog import load_catalog
 from ccat_assets.definitions import load_definitions
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import session_scope

@@ -21,12 +21,12 @@ import dagster as dg
 import sqlalchemy as sa
 from dagster._core.execution.api import execute_run
 
-from ccat_assets.catalog import PipelineDef, load_catalog
+from ccat_assets.dagster_face.catalog import PipelineDef, load_catalog
 from ccat_assets.definitions import load_definitions
-from ccat_assets.execute import Busy, Claimed, ExecutionServices, claim_run, fail_run
+from ccat_assets.execution.execute import Busy, Claimed, ExecutionServices, claim_run, fail_run
+from ccat_assets.execution.queued_rows import QueuedPair, record_queued
 from ccat_assets.opsdb import DataProduct, ExecutedReductionStep, RawDataPackage, RunStatus
 from ccat_assets.opsdb.session import session_scope
-from ccat_assets.queued_rows import QueuedPair, record_queued
 from ccat_assets.settings import get_settings
 from sensors.queued_rows import record_queued_runs
 from sensors.run_status import settle_runs

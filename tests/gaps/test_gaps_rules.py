@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from ccat_assets import gaps
-from ccat_assets.fingerprint import input_fingerprint, version_token
-from ccat_assets.gaps import (
+from ccat_assets.automation import gaps
+from ccat_assets.automation.fingerprint import input_fingerprint, version_token
+from ccat_assets.automation.gaps import (
     CompletedRun,
     Decision,
     PipelineState,

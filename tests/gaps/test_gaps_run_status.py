@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ccat_assets.jobs import JobSpec
+from ccat_assets.execution.jobs import JobSpec
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from ccat_assets.catalog import load_catalog
+from ccat_assets.dagster_face.catalog import load_catalog
 from ccat_assets.definitions import load_definitions
 from ccat_assets.opsdb import ExecutedReductionStep, Pipeline, RunStatus
 from ccat_assets.opsdb.session import session_scope

@@ -11,11 +11,11 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
+from ccat_assets.automation.gaps import Decision, Reason, evaluate
+from ccat_assets.automation.gapstate import StateCache, load_pipeline_state, read_watermark
+from ccat_assets.automation.gapstate.load import load_pipeline_info
+from ccat_assets.automation.inputs import plan_inputs
 from ccat_assets.definitions import load_definitions
-from ccat_assets.gaps import Decision, Reason, evaluate
-from ccat_assets.gapstate import StateCache, load_pipeline_state, read_watermark
-from ccat_assets.gapstate.load import load_pipeline_info
-from ccat_assets.inputs import plan_inputs
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import get_engine, session_scope
 from ccat_assets.opsdb.types import utcnow

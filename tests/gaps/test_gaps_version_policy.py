@@ -18,11 +18,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from ccat_assets.catalog import load_catalog
-from ccat_assets.consistency_snapshot import check_pipelines
+from ccat_assets.automation.inputs import plan_inputs
+from ccat_assets.consistency.snapshot import check_pipelines
+from ccat_assets.dagster_face.catalog import load_catalog
 from ccat_assets.definitions import load_definitions
-from ccat_assets.execute import Claimed, Reused, claim_run
-from ccat_assets.inputs import plan_inputs
+from ccat_assets.execution.execute import Claimed, Reused, claim_run
 from ccat_assets.opsdb import ExecutedReductionStep, RawDataPackage, RunStatus
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ccat_assets.execute import ExecutionServices, PollPolicy
+from ccat_assets.execution.execute import ExecutionServices, PollPolicy
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import (
     IN_FLIGHT_STATUSES,

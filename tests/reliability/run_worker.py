@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ccat_assets.execute import PollPolicy, execute_partition  # noqa: E402
+from ccat_assets.execution.execute import PollPolicy, execute_partition  # noqa: E402
 from tests.reliability.conftest import local_services  # noqa: E402
 
 

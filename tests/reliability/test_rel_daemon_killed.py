@@ -38,8 +38,8 @@ import yaml
 from dagster._core.scheduler.instigation import InstigatorTick, InstigatorType, TickStatus
 
 from ccat_assets import fault_points
-from ccat_assets.gaps import Reason, evaluate
-from ccat_assets.gapstate.load import load_pipeline_state
+from ccat_assets.automation.gaps import Reason, evaluate
+from ccat_assets.automation.gapstate.load import load_pipeline_state
 from ccat_assets.opsdb import (
     DataProduct,
     DataProductType,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from ccat_assets import collect
-from ccat_assets.execute import RunFailed, execute_partition
+from ccat_assets.execution.execute import RunFailed, execute_partition
 from ccat_assets.opsdb import RunStatus
+from ccat_assets.results import collect
 from ccat_assets.settings import get_settings
 from tests.conftest import require_service
 from tests.reliability.conftest import (

@@ -12,8 +12,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccat_assets.contract import RunLayout
 from ccat_assets.grouping import subgroup_key
+from ccat_assets.results.contract import RunLayout
 from tests.reliability.strategies import HOSTILE
 
 SAFE_KEY = re.compile(r"[A-Za-z0-9._=-]+")

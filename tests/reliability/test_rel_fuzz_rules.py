@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
-from ccat_assets.contract import RunLayout
 from ccat_assets.grouping import DIMENSIONS, GroupingError, resolve_subgroups
 from ccat_assets.grouping.columns import COLUMNS
 from ccat_assets.grouping.joins import JOIN_GRAPH
@@ -32,6 +31,7 @@ from ccat_assets.opsdb import (
     migrate,
 )
 from ccat_assets.opsdb.session import create_engine
+from ccat_assets.results.contract import RunLayout
 from tests.reliability.strategies import HOSTILE, TEXT
 
 FUZZ = settings(max_examples=200, derandomize=True, deadline=None,

@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccat_assets.collect import read_sidecar
-from ccat_assets.execute import execute_partition
+from ccat_assets.execution.execute import execute_partition
 from ccat_assets.opsdb import DataProduct, RunStatus
 from ccat_assets.opsdb.session import session_scope
+from ccat_assets.results.collect import read_sidecar
 from tests.reliability.conftest import (
     KEY,
     PIPELINE,

@@ -23,9 +23,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccat_assets.contract import RunLayout
-from ccat_assets.spec import validate_spec_files
-from ccat_assets.specfile import SpecError
+from ccat_assets.results.contract import RunLayout
+from ccat_assets.specs.spec import validate_spec_files
+from ccat_assets.specs.specfile import SpecError
 from tests.factories import pipeline_spec
 from tests.reliability.strategies import TEXT, VALUE
 

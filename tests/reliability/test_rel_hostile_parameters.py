@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccat_assets.cli import cli
-from ccat_assets.execute import execute_partition
+from ccat_assets.execution.execute import execute_partition
 from ccat_assets.opsdb import RunStatus
 from tests.factories import write_observations, write_spec
 from tests.reliability.conftest import KEY, PIPELINE, SCAN, STEP, fault_spec, local_services

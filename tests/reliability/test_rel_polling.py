@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ccat_assets.execute import ExecutionServices, PollPolicy, _wait
-from ccat_assets.jobs import JobStatus
+from ccat_assets.execution.execute import ExecutionServices, PollPolicy, _wait
+from ccat_assets.execution.jobs import JobStatus
 
 
 class FlakyBackend:

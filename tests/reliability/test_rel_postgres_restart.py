@@ -27,7 +27,7 @@ import dagster as dg
 import pytest
 
 from ccat_assets import fault_points
-from ccat_assets.execute import PollPolicy, execute_partition
+from ccat_assets.execution.execute import PollPolicy, execute_partition
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus, migrate
 from ccat_assets.settings import get_settings
 from sensors.reconcile import reconcile

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ccat_assets.execute import RunFailed, execute_partition
+from ccat_assets.execution.execute import RunFailed, execute_partition
 from ccat_assets.opsdb import RunStatus
 from tests.reliability.conftest import (
     KEY,

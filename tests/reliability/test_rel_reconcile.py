@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from ccat_assets.cli import cli
-from ccat_assets.jobs import JobSpec
+from ccat_assets.execution.jobs import JobSpec
+from ccat_assets.execution.reconcile import DagsterState, JobLife, RowState, judge
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.opsdb.types import utcnow
-from ccat_assets.reconcile import DagsterState, JobLife, RowState, judge
 from ccat_assets.settings import get_settings
 from resources.hpc import make_backend
 from sensors import build_automation

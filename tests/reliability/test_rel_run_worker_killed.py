@@ -51,9 +51,9 @@ import pytest
 import yaml
 
 from ccat_assets import fault_points
-from ccat_assets.execute import job_name
+from ccat_assets.dagster_face.run_launcher import STARTED_PREFIX
+from ccat_assets.execution.execute import job_name
 from ccat_assets.opsdb import RunStatus
-from ccat_assets.run_launcher import STARTED_PREFIX
 from resources.backends.ssh import SSHConnection, SSHTarget
 from tests.daemonkit import (  # noqa: F401 - daemon_env_fixture is the fixture daemon_env
     daemon_env_fixture,

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from ccat_assets.execute import (
+from ccat_assets.execution.execute import (
     ExecutionServices,
     PollPolicy,
     RunFailed,

@@ -20,8 +20,8 @@ from dagster._core.launcher.base import WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._core.utils import make_new_run_id
 
-from ccat_assets.process_liveness import announced_process_alive, process_info
-from ccat_assets.run_launcher import LocalWorkerRunLauncher
+from ccat_assets.dagster_face.process_liveness import announced_process_alive, process_info
+from ccat_assets.dagster_face.run_launcher import LocalWorkerRunLauncher
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def _run_announcing(instance: dg.DagsterInstance, pid: int | None, host: str | N
 @pytest.fixture
 def launcher() -> Iterator[tuple[dg.DagsterInstance, LocalWorkerRunLauncher]]:
     with dg.instance_for_test(overrides={"run_launcher": {
-            "module": "ccat_assets.run_launcher", "class": "LocalWorkerRunLauncher"}}
+            "module": "ccat_assets.dagster_face.run_launcher", "class": "LocalWorkerRunLauncher"}}
             ) as instance:
         assert isinstance(instance.run_launcher, LocalWorkerRunLauncher)
         yield instance, instance.run_launcher

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from ccat_assets import fault_points
-from ccat_assets.execute import execute_partition
+from ccat_assets.execution.execute import execute_partition
 from ccat_assets.opsdb import RunStatus
 from tests.reliability.conftest import (
     KEY,

@@ -15,7 +15,6 @@ from click.testing import CliRunner, Result
 from sqlalchemy.orm import Session
 
 from ccat_assets.cli import cli
-from ccat_assets.contract import RunLayout
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import (
     ExecutedReductionStep,
@@ -27,6 +26,7 @@ from ccat_assets.opsdb import (
     run_input_raw_data_package,
 )
 from ccat_assets.opsdb.types import utcnow
+from ccat_assets.results.contract import RunLayout
 from tests.factories import pipeline_spec, write_observations, write_spec
 
 PIPELINE = "chai_test"

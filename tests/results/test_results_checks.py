@@ -9,11 +9,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from ccat_assets.checks import FILES, QUALITY, SCIENCE
+from ccat_assets.dagster_face.checks import FILES, QUALITY, SCIENCE
 from ccat_assets.definitions import load_definitions
 from ccat_assets.opsdb import DataProduct, DataProductType, ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.session import session_scope
-from ccat_assets.provenance.verify import evaluate_thresholds
+from ccat_assets.results.provenance.verify import evaluate_thresholds
 from tests.factories import pipeline_spec, write_observations, write_spec
 from tests.results.kit import (
     PIPELINE,

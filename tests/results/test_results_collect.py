@@ -12,7 +12,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ccat_assets.collect import CollectionError, collect_run, read_sidecar
 from ccat_assets.opsdb import (
     DataProduct,
     DataProductType,
@@ -22,6 +21,7 @@ from ccat_assets.opsdb import (
     data_product_lineage,
 )
 from ccat_assets.opsdb.session import session_factory
+from ccat_assets.results.collect import CollectionError, collect_run, read_sidecar
 from tests.results.kit import make_run, map_key, package_ids, scan_key, symlink, write
 
 T = DataProductType

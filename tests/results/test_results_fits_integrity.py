@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ccat_assets.collect import collect_run
-from ccat_assets.fits_integrity import fits_checksum_problems
-from ccat_assets.provenance.verify import verify_files
+from ccat_assets.results.collect import collect_run
+from ccat_assets.results.fits_integrity import fits_checksum_problems
+from ccat_assets.results.provenance.verify import verify_files
 from tests.conftest import require_service
 from tests.results.kit import make_run, map_key, write
 

@@ -32,12 +32,17 @@ from prov.model import (
 )
 from sqlalchemy.orm import Session
 
-from ccat_assets.collect import collect_run
 from ccat_assets.opsdb import DataProductType, ReductionSoftware, RunStatus
-from ccat_assets.prov_export import dumps as prov_dumps
-from ccat_assets.prov_export import to_prov_document, to_prov_json
-from ccat_assets.provenance import load_lineage, products_using, raw_ancestry, resolve_package
-from ccat_assets.provenance.graph import copy_uri
+from ccat_assets.results.collect import collect_run
+from ccat_assets.results.prov_export import dumps as prov_dumps
+from ccat_assets.results.prov_export import to_prov_document, to_prov_json
+from ccat_assets.results.provenance import (
+    load_lineage,
+    products_using,
+    raw_ancestry,
+    resolve_package,
+)
+from ccat_assets.results.provenance.graph import copy_uri
 from tests.results.kit import ccat, ccat_json, make_run, map_key, package_ids, scan_key, write
 
 

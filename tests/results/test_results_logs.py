@@ -17,10 +17,8 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.orm import Session
 
-from ccat_assets.collect import collect_run
-from ccat_assets.contract import RunLayout, workspace_product_type
+from ccat_assets.automation.inputs import plan_inputs
 from ccat_assets.definitions import load_definitions
-from ccat_assets.inputs import plan_inputs
 from ccat_assets.opsdb import (
     DataProduct,
     DataProductType,
@@ -30,8 +28,10 @@ from ccat_assets.opsdb import (
     run_input_data_product,
 )
 from ccat_assets.opsdb.session import session_scope
-from ccat_assets.prov_export import product_id, to_prov_json
-from ccat_assets.provenance import load_lineage
+from ccat_assets.results.collect import collect_run
+from ccat_assets.results.contract import RunLayout, workspace_product_type
+from ccat_assets.results.prov_export import product_id, to_prov_json
+from ccat_assets.results.provenance import load_lineage
 from tests.results.kit import (
     PIPELINE,
     apply_and_ingest,

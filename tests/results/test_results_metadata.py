@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from ccat_assets import run_consumed
 from ccat_assets.definitions import load_definitions
 from ccat_assets.opsdb import RawDataPackage
 from ccat_assets.opsdb.session import session_scope
+from ccat_assets.results import run_consumed
 from tests.factories import pipeline_spec, write_observations, write_spec
 from tests.results.kit import (
     PIPELINE,

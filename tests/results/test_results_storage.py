@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ccat_assets.collect import collect_run
 from ccat_assets.definitions import load_definitions
 from ccat_assets.opsdb import (
     DataProduct,
@@ -25,8 +24,9 @@ from ccat_assets.opsdb import (
     RunStatus,
 )
 from ccat_assets.opsdb.session import session_factory, session_scope
+from ccat_assets.results.collect import collect_run
+from ccat_assets.results.storage_lifecycle import GB, DiskUsage, Thresholds, freed_products, run_gc
 from ccat_assets.settings import get_settings
-from ccat_assets.storage_lifecycle import GB, DiskUsage, Thresholds, freed_products, run_gc
 from sensors.workspace_janitor import build_workspace_janitor_sensor
 from tests.factories import write_observations
 from tests.results.kit import (

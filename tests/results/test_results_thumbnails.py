@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ccat_assets.thumbnails import MAX_ENCODED_BYTES, MAX_SIDE, thumbnail
+from ccat_assets.results.thumbnails import MAX_ENCODED_BYTES, MAX_SIDE, thumbnail
 
 
 def _png(path: Path, size: tuple[int, int], noise: bool = False) -> Path:
