@@ -93,6 +93,14 @@ class Settings(BaseSettings):
         description="A gap sensor reloads its pipeline's whole state at least this often, "
                     "even when the cheap change check saw nothing (0: every tick).",
     )
+    retire_after_days: float = Field(
+        default=0, ge=0,
+        description="A gap sensor removes a sub-group from its pipeline's Dagster partitions "
+                    "once it has been fully reduced for this many days (0: never); the "
+                    "ops-db keeps its runs, products and lineage (docs/scale.md).",
+    )
+    retire_max_per_tick: int = Field(
+        default=1000, ge=1, description="Partitions one gap sensor tick retires at most.")
     reconcile_orphan_age_seconds: int = Field(
         default=3600, ge=0,
         description="Reconciliation fails an in-flight run with no Dagster run this instance "

@@ -4,7 +4,8 @@ A person materializing or backfilling a partition needs the key to exist in Dags
 (``dagster asset materialize --partition`` refuses unknown keys), MANUAL pipelines included.
 Gap sensors register the keys of CONTINUOUS pipelines when data arrives; the partitions
 sensor does the same for every other pipeline (MANUAL, CRON, disabled), and ``ccat-wm
-partitions sync`` does it on demand.
+partitions sync`` does it on demand. None of them brings back a key a gap sensor retired
+(``sensors/retire.py``): launching it does, or ``ccat-wm partitions sync --key``.
 
 Re-adding keys that exist is not free (a dedupe query: ~0.5-0.8 s for 10k keys on
 PostgreSQL), so only missing keys are requested, at most 1,000 per request, and the sensor
@@ -26,6 +27,7 @@ from ccat_assets.dagster_face.catalog import PipelineDef
 from ccat_assets.dagster_face.factory import raw_data_key
 from ccat_assets.grouping import resolve_subgroups
 from ccat_assets.opsdb import DataGrouping, RawDataPackage
+from ccat_assets.opsdb.retired import retired_keys
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
 from sensors.arrivals import Cursor, read_arrivals
@@ -65,11 +67,20 @@ def subgroup_keys(session: Session, pipelines: Iterable[PipelineDef]) -> dict[st
     return wanted
 
 
+def active_subgroup_keys(session: Session,
+                         pipelines: Iterable[PipelineDef]) -> dict[str, set[str]]:
+    """:func:`subgroup_keys` without the retired ones (``docs/scale.md``): what the
+    partition sets should hold."""
+    wanted = subgroup_keys(session, pipelines)
+    retired = retired_keys(session, sorted(wanted))
+    return {name: keys - retired[name] for name, keys in wanted.items()}
+
+
 def sync_partitions(instance: dg.DagsterInstance, session: Session,
                     pipelines: Iterable[PipelineDef]) -> dict[str, int]:
-    """Add every missing sub-group key of ``pipelines``; returns keys added per partitions
-    def (0 for those complete already)."""
-    wanted = subgroup_keys(session, pipelines)
+    """Add every missing sub-group key of ``pipelines`` that is not retired; returns keys
+    added per partitions def (0 for those complete already)."""
+    wanted = active_subgroup_keys(session, pipelines)
     added = dict.fromkeys(wanted, 0)
     for request in missing_partitions(instance, wanted):
         instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
@@ -130,7 +141,7 @@ def build_partitions_sensor(pipelines: Sequence[PipelineDef],
             arrivals = read_arrivals(session, cursor)
             if not arrivals.package_ids and cursor.pools == token:
                 return dg.SensorResult(skip_reason="no new raw data, no new pipeline")
-            wanted = subgroup_keys(session, pipelines)
+            wanted = active_subgroup_keys(session, pipelines)
             observations = [o for g in sorted({p.grouping for p in pipelines})
                             if (o := grouping_observation(session, g)) is not None]
         requests = missing_partitions(context.instance, wanted)

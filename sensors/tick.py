@@ -2,17 +2,19 @@
 
 Read the ops-db (cheaply when nothing changed), evaluate gaps, and turn the fired decisions
 into at most ``sensor_max_runs_per_tick`` RunRequests, with the dynamic partitions they need
-and an observation of the raw data when new packages of the grouping arrived.
+and an observation of the raw data when new packages of the grouping arrived. A gap sensor's
+tick also retires fully reduced sub-groups from the partitions (``sensors/retire.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 import dagster as dg
+from sqlalchemy.orm import Session
 
 from ccat_assets.automation.gap_batches import plan_launches
 from ccat_assets.automation.gaps import Decision
@@ -21,6 +23,7 @@ from ccat_assets.automation.gapstate.cache import Evaluation
 from ccat_assets.dagster_face.batch_job import batched_steps
 from ccat_assets.dagster_face.catalog import PipelineDef
 from ccat_assets.dagster_face.factory import raw_data_key
+from ccat_assets.opsdb.retired import restore, retired_keys
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import Settings
 from sensors.arrivals import Cursor, read_arrivals
@@ -28,6 +31,7 @@ from sensors.partitions import missing_partitions
 from sensors.pools import ensure_pools, limits_token
 from sensors.queued import active_pairs
 from sensors.requests import launch_request
+from sensors.retire import delete_partitions, forget_passes, partitions_by_grain, retire_reduced
 
 _CACHE = StateCache(full_reload_seconds=300)
 
@@ -39,8 +43,10 @@ def state_cache(settings: Settings) -> StateCache:
 
 
 def forget_states() -> None:
-    """Drop every cached pipeline state (tests switching databases)."""
+    """Drop every cached pipeline state and retirement schedule (tests switching
+    databases)."""
     _CACHE.forget()
+    forget_passes()
 
 
 @dataclass
@@ -91,18 +97,23 @@ def plan_tick(instance: dg.DagsterInstance, pipeline: PipelineDef, *, cursor: Cu
             (url, pipeline.name), session=session, name=pipeline.name,
             mark=read_watermark(session, info.id), now=now,
             queued=queued)
-    known = {s.name for s in pipeline.steps} if steps is None else set(steps)
-    launches = plan_launches(
-        [d for d in evaluation.fired if d.step in known],
-        batch_sizes={s.name: s.batch_size for s in batched_steps(pipeline)} if batching else {},
-        limit=settings.sensor_max_runs_per_tick, step_order=[s.name for s in pipeline.steps])
-    chosen = [d for launch in launches for d in launch]
-    new_ids = arrivals.package_ids if arrivals else []
+        retiring = retire_reduced(instance, session, pipeline, evaluation, now=now,
+                                  settings=settings) if follow_arrivals else {}
+        known = {s.name for s in pipeline.steps} if steps is None else set(steps)
+        launches = plan_launches(
+            [d for d in evaluation.fired if d.step in known],
+            batch_sizes=({s.name: s.batch_size for s in batched_steps(pipeline)}
+                         if batching else {}),
+            limit=settings.sensor_max_runs_per_tick,
+            step_order=[s.name for s in pipeline.steps])
+        chosen = [d for launch in launches for d in launch]
+        new_ids = arrivals.package_ids if arrivals else []
+        wanted = wanted_partitions(session, pipeline, evaluation, chosen, new_ids, retiring)
+    delete_partitions(instance, retiring)
     tick = Tick(
         cursor=arrivals.cursor if arrivals else cursor,
         run_requests=[launch_request(pipeline, launch, batching) for launch in launches],
-        partition_requests=missing_partitions(
-            instance, _wanted_partitions(pipeline, evaluation, chosen, bool(new_ids))),
+        partition_requests=missing_partitions(instance, wanted),
         observations=_observations(pipeline, evaluation, new_ids),
         reasons=evaluation.reasons,
     )
@@ -113,18 +124,36 @@ def plan_tick(instance: dg.DagsterInstance, pipeline: PipelineDef, *, cursor: Cu
     return tick
 
 
-def _wanted_partitions(pipeline: PipelineDef, evaluation: Evaluation, chosen: list[Decision],
-                       arrived: bool) -> dict[str, set[str]]:
-    """Every key of every partitioned grain after arrivals; else only the keys launched now."""
+def wanted_partitions(session: Session, pipeline: PipelineDef, evaluation: Evaluation,
+                      chosen: list[Decision], new_ids: list[int],
+                      retiring: Mapping[str, Collection[str]]) -> dict[str, set[str]]:
+    """The keys to be partitions after this tick: those launched now, and after arrivals
+    every sub-group except the retired ones and those ``retiring`` now. A retired key comes
+    back when it is launched or one of its packages arrived or changed; its retirement is
+    forgotten then."""
     wanted: dict[str, set[str]] = {}
     state_steps = {s.name: s for s in evaluation.state.steps}
+    by_grain = partitions_by_grain(pipeline)
+    retired = retired_keys(session, sorted(set(by_grain.values()))) if new_ids else {}
+    touched: dict[str, set[str]] = {}
+    for grain, name in by_grain.items():
+        keys = evaluation.state.package_keys.get(grain, {})
+        touched[name] = {keys[pid] for pid in new_ids if pid in keys} - set(retiring.get(name, ()))
     for step in pipeline.steps:
-        if step.partitioned and arrived and step.name in state_steps:
-            wanted.setdefault(step.partitions_name, set()).update(state_steps[step.name].subgroups)
+        if step.partitioned and new_ids and step.name in state_steps:
+            current = set(state_steps[step.name].subgroups)
+            gone = retired.get(step.partitions_name, set()) | set(
+                retiring.get(step.partitions_name, ()))
+            wanted.setdefault(step.partitions_name, set()).update(
+                (current - gone) | (touched[step.partitions_name] & current))
     for decision in chosen:
         step = pipeline.step(decision.step)
         if step.partitioned:
             wanted.setdefault(step.partitions_name, set()).add(decision.key)
+            touched.setdefault(step.partitions_name, set()).add(decision.key)
+    for name, keys in touched.items():
+        if keys:
+            restore(session, name, keys)
     return wanted
 
 

@@ -2,7 +2,8 @@
 
 Both records describe the same work: a (step, sub-group) is materialized in Dagster exactly
 when the ops-db has a COMPLETED run for it, with that run's input fingerprint as the data
-version; every sub-group is a partition; every run in flight has a live Dagster run behind
+version; every sub-group is a partition unless it was retired (fully reduced, see
+``docs/scale.md``); every run in flight has a live Dagster run behind
 it; every queued run has its PENDING rows. This module compares two plain snapshots and lists
 each disagreement with what to do about it, so every rule is tested without a database or a
 Dagster instance (``ccat_assets/cli/check.py`` gathers the snapshots).
@@ -47,6 +48,8 @@ class StepView:
     versions: Mapping[str, str | None] = field(default_factory=dict)
     #: Partitions whose latest attempt after their last materialization failed: the run id.
     failed: Mapping[str, str] = field(default_factory=dict)
+    #: Sub-groups a gap sensor retired from the partitions (fully reduced): not missing.
+    retired: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def _partitions(view: PipelineView, step: StepView) -> list[Finding]:
                    f"sub-group {key!r} is no partition of {step.partitions_name} in Dagster",
                    f"ccat-wm partitions sync {view.name} (or wait for the partitions or gap "
                    "sensor's next tick after new data)")
-           for key in sorted(step.sub_groups - step.partitions)]
+           for key in sorted(step.sub_groups - step.partitions - step.retired)]
     out += [Finding("partition_without_sub_group", view.name, step.name, key,
                     f"partition {key!r} of {step.partitions_name} matches no raw data of "
                     f"grouping {view.grouping!r} any more",

@@ -21,6 +21,7 @@ from ccat_assets.dagster_face.catalog import PipelineDef, StepDef, load_catalog
 from ccat_assets.dagster_face.factory import step_key
 from ccat_assets.grouping import ALL_KEY
 from ccat_assets.opsdb import ExecutedReductionStep, Pipeline, ReductionStep, RunStatus
+from ccat_assets.opsdb.retired import retired_keys
 from ccat_assets.settings import get_settings
 from sensors.partitions import subgroup_keys
 from sensors.queued_rows import NOT_STARTED, queued_pairs
@@ -79,7 +80,7 @@ def failed_attempts(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str,
 
 
 def step_view(instance: dg.DagsterInstance, pipeline: PipelineDef, step: StepDef,
-              sub_groups: dict[str, set[str]]) -> StepView:
+              sub_groups: dict[str, set[str]], retired: dict[str, set[str]]) -> StepView:
     key = step_key(pipeline.name, step.name)
     if not step.partitioned:
         return StepView(step.name, None, frozenset({ALL_KEY}),
@@ -88,7 +89,8 @@ def step_view(instance: dg.DagsterInstance, pipeline: PipelineDef, step: StepDef
         step.name, step.partitions_name, frozenset(sub_groups.get(step.partitions_name, ())),
         partitions=frozenset(instance.get_dynamic_partitions(step.partitions_name)),
         versions=latest_versions(instance, key, partitioned=True),
-        failed=failed_attempts(instance, key))
+        failed=failed_attempts(instance, key),
+        retired=frozenset(retired.get(step.partitions_name, ())))
 
 
 def overdue_queued_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
@@ -117,7 +119,8 @@ def pipeline_view(instance: dg.DagsterInstance, session: Session, pipeline: Pipe
                   queued: Sequence[dg.DagsterRun]) -> PipelineView:
     rows = ops_rows(session, pipeline.name)
     sub_groups = subgroup_keys(session, [pipeline])
-    steps = tuple(step_view(instance, pipeline, s, sub_groups) for s in pipeline.steps)
+    retired = retired_keys(session, sorted(sub_groups))
+    steps = tuple(step_view(instance, pipeline, s, sub_groups, retired) for s in pipeline.steps)
     in_flight = {r.dagster_run_id for r in rows
                  if not r.status.is_terminal and r.dagster_run_id}
     states = {run_id: state.status for run_id, state in

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from ccat_assets.automation.inputs import load_step
 from ccat_assets.dagster_face.catalog import PipelineDef, StepDef
 from ccat_assets.grouping import resolve_subgroups
+from ccat_assets.opsdb.retired import restore
 
 #: Run tag that reruns pairs already COMPLETED for their current inputs.
 FORCE_TAG = "ccat/force"
@@ -76,7 +77,8 @@ def unknown_keys_message(pipeline: PipelineDef, step: StepDef, unknown: Sequence
 def require_partitions(context: dg.OpExecutionContext | dg.AssetExecutionContext,
                        session: Session, pipeline: PipelineDef, step: StepDef,
                        keys: Sequence[str]) -> None:
-    """Fail unless every key is a current sub-group; register those Dagster lacks."""
+    """Fail unless every key is a current sub-group; register those Dagster lacks and
+    forget their retirement."""
     if not step.partitioned:
         return
     unknown = unknown_keys(session, pipeline, step, keys)
@@ -84,6 +86,8 @@ def require_partitions(context: dg.OpExecutionContext | dg.AssetExecutionContext
         raise dg.Failure(description=unknown_keys_message(pipeline, step, unknown),
                          metadata={"unknown sub-groups": dg.MetadataValue.json(list(unknown))})
     wanted = list(dict.fromkeys(keys))
+    # a run of a retired sub-group brings it back (docs/scale.md): a partition again
+    restore(session, step.partitions_name, wanted)
     if len(wanted) > 1:
         # A batch: Dagster adds only the keys it lacks, with one look-up for all of them
         # (a look-up per key costs a database connection each; listing a grain's

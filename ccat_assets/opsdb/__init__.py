@@ -34,6 +34,7 @@ from ccat_assets.opsdb.pipeline import (
     User,
     reduction_step_dependency,
 )
+from ccat_assets.opsdb.retired import RetiredPartition
 from ccat_assets.opsdb.runs import (
     DataProduct,
     ExecutedReductionStep,
@@ -62,6 +63,7 @@ __all__ = [
     "Pipeline",
     "RawDataFile",
     "RawDataPackage",
+    "RetiredPartition",
     "ReductionSoftware",
     "ReductionSoftwareVersion",
     "ReductionStep",

@@ -1,0 +1,83 @@
+"""Partitions retired from Dagster's dynamic partition set: which keys, and since when.
+
+A fully reduced sub-group leaves its pipeline's partition set so the UI stays fast
+(``docs/scale.md``); its runs, products and lineage stay here. This table remembers the
+removal, so the paths that register sub-groups as partitions leave those keys out and
+``ccat-wm check`` does not report them missing. A key is restored (its row deleted) when it
+is launched again or a person asks for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Iterable, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from ccat_assets.opsdb.base import Base
+from ccat_assets.opsdb.types import UTCDateTime, utcnow
+
+#: Rows per statement when writing or deleting many keys.
+CHUNK = 1000
+
+
+class RetiredPartition(Base):
+    """A sub-group key removed from the dynamic partitions def ``partitions_name``."""
+
+    __tablename__ = "retired_partition"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partitions_name: Mapped[str] = mapped_column(sa.String(255))
+    partition_key: Mapped[str] = mapped_column(sa.Text)
+    retired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    __table_args__ = (sa.UniqueConstraint("partitions_name", "partition_key"),)
+
+
+def retired_keys(session: Session, names: Collection[str]) -> dict[str, set[str]]:
+    """Partitions def name -> its retired keys, for ``names``."""
+    out: dict[str, set[str]] = {name: set() for name in names}
+    if not names:
+        return out
+    rows = session.execute(sa.select(RetiredPartition.partitions_name,
+                                     RetiredPartition.partition_key)
+                           .where(RetiredPartition.partitions_name.in_(sorted(names))))
+    for name, key in rows:
+        out[name].add(key)
+    return out
+
+
+def mark_retired(session: Session, keys: Mapping[str, Iterable[str]],
+                 at: dt.datetime | None = None) -> int:
+    """Record ``keys`` (partitions def name -> keys) as retired; keys already recorded keep
+    their first date. Returns the rows written."""
+    at = at or utcnow()
+    written = 0
+    for name, wanted in sorted(keys.items()):
+        new = sorted(set(wanted) - retired_keys(session, [name])[name])
+        for start in range(0, len(new), CHUNK):
+            chunk = new[start:start + CHUNK]
+            session.execute(sa.insert(RetiredPartition), [
+                {"partitions_name": name, "partition_key": key, "retired_at": at}
+                for key in chunk])
+            written += len(chunk)
+    return written
+
+
+def restore(session: Session, name: str, keys: Iterable[str]) -> int:
+    """Forget the retirement of ``keys`` of ``name`` (they are partitions again); returns the
+    rows deleted."""
+    wanted = sorted(set(keys))
+    deleted = 0
+    for start in range(0, len(wanted), CHUNK):
+        result = session.execute(sa.delete(RetiredPartition).where(
+            RetiredPartition.partitions_name == name,
+            RetiredPartition.partition_key.in_(wanted[start:start + CHUNK])))
+        deleted += result.rowcount or 0
+    return deleted
+
+
+def restore_all(session: Session, name: str) -> set[str]:
+    """Forget every retirement of ``name``; returns the keys."""
+    keys = retired_keys(session, [name])[name]
+    session.execute(sa.delete(RetiredPartition).where(RetiredPartition.partitions_name == name))
+    return keys
