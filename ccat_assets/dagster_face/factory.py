@@ -18,11 +18,12 @@ from ccat_assets.dagster_face.materialization import materialize_result
 from ccat_assets.dagster_face.run_failure import run_failure
 from ccat_assets.dagster_face.run_start import (
     forced,
+    launched_by_automation,
     require_partitions,
     retry_chain,
     trigger_reason,
 )
-from ccat_assets.execution.execute import RunFailed, execute_partition
+from ccat_assets.execution.execute import Deferred, RunFailed, execute_partition
 from ccat_assets.settings import get_settings
 from resources.execution import ExecutionResource
 
@@ -109,6 +110,9 @@ def build_step_asset(pipeline: PipelineDef, step: StepDef) -> dg.AssetsDefinitio
         # partitions gap evaluation reprocesses after a config or version change.
         code_version=step.code_version,
         op_tags=tags,
+        # A run the gap sensor launched is deferred, not failed, when upstream data arrived
+        # after the launch: it then ends without a materialization (see Deferred).
+        output_required=False,
     )
     def _step_asset(context: dg.AssetExecutionContext, execution: ExecutionResource):
         key = context.partition_key if step.partitioned else "all"
@@ -121,10 +125,15 @@ def build_step_asset(pipeline: PipelineDef, step: StepDef) -> dg.AssetsDefinitio
                 dagster_run_id=context.run.run_id,
                 trigger_reason=trigger_reason(context.run),
                 force=forced(context.run.tags), own_run_ids=retry_chain(context.run),
+                defer_incomplete=launched_by_automation(context.run),
             )
         except RunFailed as exc:
             raise run_failure(f"{step.name}/{key}", exc) from exc
-        return materialize_result(outcome)
+        if isinstance(outcome, Deferred):
+            context.log.warning(f"{outcome.reason}; deferred, not run: the gap sensor "
+                                "launches it again once the upstream is complete")
+            return
+        yield materialize_result(outcome)
 
     return _step_asset
 

@@ -183,7 +183,8 @@ def claim_run(
     services: ExecutionServices, *, pipeline_name: str, step_name: str, sub_group_key: str,
     dagster_run_id: str | None, trigger_reason: str | None = None,
     skip_completed: bool = False, own_run_ids: Collection[str] = (),
-) -> Claimed | Reused | Busy:
+    defer_incomplete: bool = False,
+) -> Claimed | Reused | Busy | Deferred:
     """Plan the inputs of a (step, sub-group) and claim its run row (one transaction).
 
     With ``skip_completed`` a pair that already has a COMPLETED run for these exact inputs
@@ -193,12 +194,14 @@ def claim_run(
     placeholder written when this Dagster run (or one of ``own_run_ids``, its retry chain)
     was queued, or a new row. An in-flight run of the same inputs started by an unrelated
     Dagster run (not this one, not one it retries) is :class:`Busy`: the caller waits for
-    it rather than submitting the same work a second time.
+    it rather than submitting the same work a second time. With ``defer_incomplete`` an
+    upstream that is not complete is :class:`Deferred` (see :func:`claim_runs`).
     """
     result = claim_runs(services, pipeline_name=pipeline_name, step_name=step_name,
                         sub_group_keys=[sub_group_key], dagster_run_id=dagster_run_id,
                         trigger_reason=trigger_reason, skip_completed=skip_completed,
-                        own_run_ids=own_run_ids)[sub_group_key]
+                        own_run_ids=own_run_ids,
+                        defer_incomplete=defer_incomplete)[sub_group_key]
     if isinstance(result, Exception):
         raise result
     return result
@@ -298,24 +301,29 @@ def execute_partition(
     trigger_reason: str | None = None,
     force: bool = False,
     own_run_ids: Collection[str] = (),
-) -> RunOutcome:
+    defer_incomplete: bool = False,
+) -> RunOutcome | Deferred:
     """Run one (step, sub-group) to a terminal status and return what it produced.
 
     A pair already COMPLETED for its current inputs is not run again: the outcome of that
-    run is returned (``reused``), unless ``force``.
+    run is returned (``reused``), unless ``force``. With ``defer_incomplete`` (the run was
+    launched by automation) a pair whose upstream is not complete is :class:`Deferred`, not
+    a failure: nothing is claimed or run.
     """
-    claimed = claim_run(services, pipeline_name=pipeline_name, step_name=step_name,
-                        sub_group_key=sub_group_key, dagster_run_id=dagster_run_id,
-                        trigger_reason=trigger_reason, skip_completed=not force,
-                        own_run_ids=own_run_ids)
+    def claim() -> Claimed | Reused | Busy | Deferred:
+        return claim_run(services, pipeline_name=pipeline_name, step_name=step_name,
+                         sub_group_key=sub_group_key, dagster_run_id=dagster_run_id,
+                         trigger_reason=trigger_reason, skip_completed=not force,
+                         own_run_ids=own_run_ids, defer_incomplete=defer_incomplete)
+
+    claimed = claim()
     while isinstance(claimed, Busy):
         services.log(f"{step_name}/{sub_group_key}: ops-db run {claimed.run_id} of Dagster run "
                      f"{claimed.dagster_run_id} is doing this very work; waiting for it")
         _wait_until_ended(services, claimed.run_id)
-        claimed = claim_run(services, pipeline_name=pipeline_name, step_name=step_name,
-                            sub_group_key=sub_group_key, dagster_run_id=dagster_run_id,
-                            trigger_reason=trigger_reason, skip_completed=not force,
-                            own_run_ids=own_run_ids)
+        claimed = claim()
+    if isinstance(claimed, Deferred):
+        return claimed
     if isinstance(claimed, Reused):
         return reused_outcome(services, claimed.run_id)
     job_id = claimed.job_id

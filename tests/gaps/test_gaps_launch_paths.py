@@ -35,6 +35,7 @@ from tests.gaps.gapkit import (
     PIPELINE,
     SCANS,
     ccat,
+    map_key,
     materialize,
     queue,
     scan_key,
@@ -303,3 +304,29 @@ def test_partitions_sensor_registers_a_manual_pipeline_and_observes_its_raw_data
         again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
                                                instance_ref=instance.get_ref()))
         assert again.skip_reason is not None and not again.dynamic_partitions_requests
+
+
+def test_a_gap_launched_run_whose_upstream_is_incomplete_defers_and_a_persons_fails(
+        manual: Path) -> None:
+    """The single-run twin of the batch case (tests/batching/test_batch_dagster.py): the
+    map of a source whose scans are not calibrated (new scans arrived after the gap sensor
+    launched it). Launched by automation (``ccat/reason``) the run succeeds without a
+    materialization and with a warning, and is launched again later; launched by a person it
+    fails with the reason. Neither writes an attempt."""
+    defs = load_definitions()
+    grid = dg.AssetKey(["ccat", PIPELINE, "grid"])
+    key = map_key("NGC253", "CO43")
+    with dg.instance_for_test() as instance:
+        by_sensor = materialize(defs, instance, "grid", key, tags={"ccat/reason": "new_data"})
+        assert by_sensor.success
+        assert instance.get_materialized_partitions(grid) == set()
+        warnings = [e.message for e in instance.all_logs(by_sensor.run_id)
+                    if e.level == 30 and "deferred" in e.message]
+        assert warnings and "upstream not complete" in warnings[0]
+
+        by_person = materialize(defs, instance, "grid", key, raise_on_error=False)
+        assert not by_person.success
+        failure = by_person.get_step_failure_events()[0].step_failure_data
+        assert "upstream not complete" in failure.error.to_string()
+        assert instance.get_materialized_partitions(grid) == set()
+    assert rows("grid") == []
