@@ -456,12 +456,21 @@ def concurrency_check(samples: Samples) -> dict[str, Any]:
 #: How the daemon's run queue marks the start of a dequeue iteration, where it decides which
 #: runs to launch (``QueuedRunCoordinatorDaemon._get_runs_to_dequeue``).
 ITERATION_LINE = "Priority sorting and checking tag concurrency limits for queued runs."
-#: How long a failed run may hold its pool slot after its end: a killed worker never frees
-#: it; run monitoring does, in its first iteration (every ``poll_interval_seconds``, 10 s)
-#: after ``free_slots_after_run_end_seconds`` (30 s; deploy/dagster.postgres.yaml). Dagster
-#: 1.13 logs nothing when it does (``free_concurrency_slots_for_run`` returns None, so the
-#: "Freed ... slots" line in ``dagster/_daemon/monitoring/concurrency.py`` never prints).
-DEAD_RUN_SLOT_HOLD_S = 30.0 + 10.0
+
+
+def dead_run_slot_hold_s() -> float:
+    """How long a failed run may hold its pool slot after its end: a killed worker never
+    frees it; run monitoring does, in its first iteration (every ``poll_interval_seconds``)
+    after ``free_slots_after_run_end_seconds`` (both read from deploy/dagster.postgres.yaml,
+    the instance the benchmark runs). Dagster 1.13 logs nothing when it does
+    (``free_concurrency_slots_for_run`` returns None, so the "Freed ... slots" line in
+    ``dagster/_daemon/monitoring/concurrency.py`` never prints)."""
+    monitoring = yaml.safe_load(daemon_runs.POSTGRES_INSTANCE_YAML.read_text())["run_monitoring"]
+    return float(monitoring["free_slots_after_run_end_seconds"]
+                 + monitoring["poll_interval_seconds"])
+
+
+DEAD_RUN_SLOT_HOLD_S = dead_run_slot_hold_s()
 #: Every step here is batched, and a batched step's pool holds one run (docs/batching.md).
 BATCHED_POOL_SLOTS = 1
 

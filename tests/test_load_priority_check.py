@@ -44,11 +44,14 @@ def test_the_queue_is_judged_when_it_decided_not_when_it_launched() -> None:
 
 def test_a_dead_run_holds_its_slot_until_monitoring_frees_it() -> None:
     failed_at = 10.0
-    spans = {"killed": span(10, FAST, queued=0, launched=1, ended=failed_at,
-                            held=failed_at + DEAD_RUN_SLOT_HOLD_S),
-             "slow": span(1, SLOW, queued=0, launched=30, ended=35),
-             "fast": span(10, FAST, queued=5, launched=60, ended=70)}
-    assert find_inversions(spans, [0.5, 29.5, 59.5], 4, 5) == []
+    freed = failed_at + DEAD_RUN_SLOT_HOLD_S
+    spans = {"killed": span(10, FAST, queued=0, launched=1, ended=failed_at, held=freed),
+             "slow": span(1, SLOW, queued=0, launched=freed - 5, ended=freed),
+             "fast": span(10, FAST, queued=5, launched=freed + 20, ended=freed + 30)}
+    assert find_inversions(spans, [0.5, freed - 5.5, freed + 19.5], 4, 5) == []
+    # had the slot been free at the decision, passing over "fast" would be an inversion
+    spans["killed"] = span(10, FAST, queued=0, launched=1, ended=failed_at, held=failed_at)
+    assert len(find_inversions(spans, [0.5, freed - 5.5, freed + 19.5], 4, 5)) == 1
 
 
 def test_the_instance_run_limit_is_the_reason_not_an_inversion() -> None:
