@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ccat_assets.opsdb.base import Base
@@ -47,20 +48,32 @@ def retired_keys(session: Session, names: Collection[str]) -> dict[str, set[str]
 
 
 def mark_retired(session: Session, keys: Mapping[str, Iterable[str]],
-                 at: dt.datetime | None = None) -> int:
+                 at: dt.datetime | None = None) -> None:
     """Record ``keys`` (partitions def name -> keys) as retired; keys already recorded keep
-    their first date. Returns the rows written."""
+    their first date.
+
+    One ``INSERT ... ON CONFLICT DO NOTHING`` per 1,000 keys (PostgreSQL and SQLite): no
+    read first, which on a table just filled by a catch-up (no statistics yet) was a
+    sequential scan per chunk."""
     at = at or utcnow()
-    written = 0
+    insert = _insert_ignoring_duplicates(session)
     for name, wanted in sorted(keys.items()):
-        new = sorted(set(wanted) - retired_keys(session, [name])[name])
-        for start in range(0, len(new), CHUNK):
-            chunk = new[start:start + CHUNK]
-            session.execute(sa.insert(RetiredPartition), [
+        candidates = sorted(set(wanted))
+        for start in range(0, len(candidates), CHUNK):
+            session.connection().execute(insert, [
                 {"partitions_name": name, "partition_key": key, "retired_at": at}
-                for key in chunk])
-            written += len(chunk)
-    return written
+                for key in candidates[start:start + CHUNK]])
+
+
+def _insert_ignoring_duplicates(session: Session) -> sa.Insert:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(RetiredPartition).on_conflict_do_nothing(
+            index_elements=["partitions_name", "partition_key"])
+    if dialect == "sqlite":
+        return sqlite.insert(RetiredPartition).on_conflict_do_nothing(
+            index_elements=["partitions_name", "partition_key"])
+    raise NotImplementedError(f"retired partitions on {dialect}: PostgreSQL or SQLite only")
 
 
 def restore(session: Session, name: str, keys: Iterable[str]) -> int:
