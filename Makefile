@@ -65,7 +65,7 @@ ui: $(STAMP)
 # inflight needs the loopback SLURM cluster and sshd (`make services`). partitions (100k and
 # 400k scans, about half an hour) is run on its own: `make bench BENCHES=partitions`.
 BENCHES ?= grouping gap_sensor collect check overhead batch_profile definitions_load poll_logs \
-	inflight
+	inflight retirement
 bench: export CCAT_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 bench: $(STAMP)
 	mkdir -p bench/results

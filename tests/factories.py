@@ -116,3 +116,25 @@ def chatty_spec(processing_dir: Path, **params: Any) -> dict[str, Any]:
     calibrate["config"]["command"] = [sys.executable, str(CHATTY)]
     calibrate["config"]["parameters"] = dict(params)
     return spec
+
+
+def reduced_step(name: str, group_by: tuple[str, ...], packages: dict[str, tuple[int, ...]],
+                 finished: dict[str, Any]) -> Any:
+    """A gap-evaluation StepState whose sub-groups (key -> raw package ids) are those of
+    ``packages``, with a COMPLETED run finished at ``finished[key]`` for each key there:
+    the shape the retirement rule reads (tests and ``bench/retirement.py``)."""
+    from ccat_assets.automation.gaps import CompletedRun, StepState
+    from ccat_assets.grouping import SubGroup
+    from ccat_assets.opsdb.enums import VersionPolicy
+
+    newest = min(finished.values(), default=None)
+    return StepState(
+        name=name, group_by=group_by, depends_on=(), cooldown_seconds=0, max_retries=0,
+        schedule=None, config_hash="cfg", version_policy=VersionPolicy.COMPATIBLE,
+        version="1.0.0",
+        subgroups={k: SubGroup(key=k, dimensions={}, raw_data_package_ids=ids,
+                               package_checksums=(), newest_input_at=newest)
+                   for k, ids in packages.items()},
+        completed={k: CompletedRun(run_id=1, fingerprint="fp", config_hash="cfg",
+                                   version="1.0.0", finished_at=at)
+                   for k, at in finished.items()})

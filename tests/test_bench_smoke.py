@@ -39,6 +39,7 @@ TINY: dict[str, list[str]] = {
     "batch_profile": ["--n", "4", "--batch-size", "4", "--sleep", "0.01", "--top", "5"],
     "partitions": ["--scans", "20", "--ticks", "2", "--repeats", "1", "--timeout", "300"],
     "inflight": ["--runs", "1", "--batch-sizes", "2", "--timeout", "300"],
+    "retirement": ["--scans", "200", "--dagster-scans", "200"],
 }
 
 #: Benchmarks run at a reduced size by a test of their own, which checks their output too.

@@ -12,17 +12,16 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from ccat_assets.automation.gaps import CompletedRun, Decision, PipelineState, Reason, StepState
+from ccat_assets.automation.gaps import Decision, PipelineState, Reason
 from ccat_assets.automation.retirement import retirable_keys
 from ccat_assets.cli import cli
 from ccat_assets.consistency.snapshot import check_pipelines
 from ccat_assets.definitions import load_definitions
-from ccat_assets.grouping import SubGroup
-from ccat_assets.opsdb.enums import VersionPolicy
 from ccat_assets.opsdb.retired import retired_keys
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
 from sensors.retire import forget_passes
+from tests.factories import reduced_step
 from tests.gaps.gapkit import (
     PIPELINE,
     ccat,
@@ -44,24 +43,10 @@ SCAN_PACKAGES = {"scan=s1": (1, 2), "scan=s2": (3,), "scan=s3": (4,)}
 MAP_PACKAGES = {"source=a": (1, 2, 3), "source=b": (4,)}
 
 
-def _step(name: str, group_by: tuple[str, ...], packages: dict[str, tuple[int, ...]],
-          finished: dict[str, dt.datetime]) -> StepState:
-    return StepState(
-        name=name, group_by=group_by, depends_on=(), cooldown_seconds=0, max_retries=0,
-        schedule=None, config_hash="cfg", version_policy=VersionPolicy.COMPATIBLE,
-        version="1.0.0",
-        subgroups={k: SubGroup(key=k, dimensions={}, raw_data_package_ids=ids,
-                               package_checksums=(), newest_input_at=T0)
-                   for k, ids in packages.items()},
-        completed={k: CompletedRun(run_id=1, fingerprint="fp", config_hash="cfg",
-                                   version="1.0.0", finished_at=at)
-                   for k, at in finished.items()})
-
-
 def _world(finished: dt.datetime = T0) -> PipelineState:
     return PipelineState(name="p", priority=0, package_keys={}, steps=(
-        _step("calibrate", ("scan",), SCAN_PACKAGES, dict.fromkeys(SCAN_PACKAGES, finished)),
-        _step("map", ("source",), MAP_PACKAGES, dict.fromkeys(MAP_PACKAGES, finished))))
+        reduced_step("calibrate", ("scan",), SCAN_PACKAGES, dict.fromkeys(SCAN_PACKAGES, finished)),
+        reduced_step("map", ("source",), MAP_PACKAGES, dict.fromkeys(MAP_PACKAGES, finished))))
 
 
 def _decisions(**not_done: Reason) -> list[Decision]:
@@ -105,7 +90,7 @@ def test_a_pair_without_a_decision_or_a_finish_time_is_not_retirable() -> None:
     assert found == {("scan",): {"scan=s1", "scan=s2"}, ("source",): {"source=a"}}
     state = _world()
     unknown = PipelineState(name="p", priority=0, package_keys={}, steps=(
-        state.steps[0], _step("map", ("source",), MAP_PACKAGES, {"source=a": T0})))
+        state.steps[0], reduced_step("map", ("source",), MAP_PACKAGES, {"source=a": T0})))
     found = retirable_keys(unknown, _decisions(), now=LATER, grace=GRACE)
     # the map of b stays; its scan may go: a map that is up to date is no unfinished work
     assert found == {("scan",): set(SCAN_PACKAGES), ("source",): {"source=a"}}
