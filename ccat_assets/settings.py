@@ -105,8 +105,13 @@ class Settings(BaseSettings):
         default=3600, ge=0,
         description="Reconciliation fails an in-flight run with no Dagster run this instance "
                     "knows (started by the CLI or a script) only after it has not changed for "
-                    "this long, and only when its job is no longer live; also how long the "
-                    "announced retry of a failed Dagster run may take to start.",
+                    "this long, and only when its job is no longer live.",
+    )
+    reconcile_retry_grace_seconds: int = Field(
+        default=120, ge=0,
+        description="How long after a Dagster run failed with an announced automatic retry "
+                    "reconciliation waits for that retry to start before it ends the run's "
+                    "rows (and cancels their jobs) so the gap sensor can run them again.",
     )
     workspace_gc_min_free_gb: float = Field(
         default=10.0, ge=0,

@@ -91,6 +91,7 @@ def reconcile(
     settings = settings or get_settings()
     now = now or utcnow()
     orphan_age = dt.timedelta(seconds=settings.reconcile_orphan_age_seconds)
+    retry_grace = dt.timedelta(seconds=settings.reconcile_retry_grace_seconds)
     with session_scope(settings.database_url) as session:
         candidates = _in_flight(session, settings.processing_location_id)
     states = dagster_states(instance, {c.row.dagster_run_id for c in candidates
@@ -106,7 +107,8 @@ def reconcile(
                        log)
     repairs = [(cand, repair) for cand, state in judged
                if (repair := judge(cand.row, state, lives.get(cand.row.id, JobLife.UNCHECKED),
-                                   now=now, orphan_age=orphan_age)) is not None]
+                                   now=now, orphan_age=orphan_age,
+                                   retry_grace=retry_grace)) is not None]
     if dry_run:
         for _, repair in repairs:
             log(f"would move ops-db run {repair.row_id} {_move(repair)}: {repair.reason}")

@@ -14,7 +14,9 @@ The rules, for a row in flight:
 * Its ``dagster_run_id`` names a run this Dagster instance knows. If the run (followed
   through Dagster's automatic retries) is not finished, the row is live. A run that failed
   with ``dagster/will_retry=true`` whose retry is not launched yet is live for
-  ``orphan_age`` after it ended (the retry re-attaches to the job). Otherwise nothing will
+  ``retry_grace`` after it ended (the retry re-attaches to the job; Dagster's retry daemon
+  launches it within seconds, but under load it was seen to miss the failure and never
+  launch it, ``docs/reliability.md``). Otherwise nothing will
   ever finish the row: it is FAILED (CANCELLED when the run was canceled, as the run-status
   sensor would have marked it) and its HPC job, if still live, cancelled, so no allocation
   is spent on a result nobody collects (the gap sensor retries the pair within
@@ -108,9 +110,12 @@ def needs_job_check(row: RowState, state: DagsterState | None, *, now: dt.dateti
 
 
 def judge(row: RowState, state: DagsterState | None, job: JobLife, *, now: dt.datetime,
-          orphan_age: dt.timedelta) -> Repair | None:
-    """The repair ``row`` needs, or None when it is terminal or something may still run it."""
-    repair = _judge(row, state, job, now=now, orphan_age=orphan_age)
+          orphan_age: dt.timedelta, retry_grace: dt.timedelta | None = None) -> Repair | None:
+    """The repair ``row`` needs, or None when it is terminal or something may still run it.
+    ``retry_grace`` (default ``orphan_age``): how long an announced Dagster retry may take
+    to start."""
+    repair = _judge(row, state, job, now=now, orphan_age=orphan_age,
+                    retry_grace=orphan_age if retry_grace is None else retry_grace)
     if repair is None or not row.placeholder or repair.target == RunStatus.CANCELLED:
         return repair
     return replace(repair, drop=True, cancel_job=False, reason=(
@@ -119,11 +124,11 @@ def judge(row: RowState, state: DagsterState | None, job: JobLife, *, now: dt.da
 
 
 def _judge(row: RowState, state: DagsterState | None, job: JobLife, *, now: dt.datetime,
-           orphan_age: dt.timedelta) -> Repair | None:
+           orphan_age: dt.timedelta, retry_grace: dt.timedelta) -> Repair | None:
     if row.status not in IN_FLIGHT_STATUSES:
         return None
     if state is not None and state.status is not None:
-        return _judge_vouched(row, state, now=now, orphan_age=orphan_age)
+        return _judge_vouched(row, state, now=now, retry_grace=retry_grace)
     if now - row.updated_at < orphan_age:
         return None
     if row.hpc_job_id is not None and job in (JobLife.LIVE, JobLife.UNCHECKED):
@@ -138,11 +143,11 @@ def _judge(row: RowState, state: DagsterState | None, job: JobLife, *, now: dt.d
 
 
 def _judge_vouched(row: RowState, state: DagsterState, *, now: dt.datetime,
-                   orphan_age: dt.timedelta) -> Repair | None:
+                   retry_grace: dt.timedelta) -> Repair | None:
     """A row whose Dagster run the instance knows: the run's status decides."""
     if state.status not in FINISHED_RUN_STATUSES:
         return None
-    if state.retry_pending_since is not None and now - state.retry_pending_since < orphan_age:
+    if state.retry_pending_since is not None and now - state.retry_pending_since < retry_grace:
         return None
     retried = ("" if state.run_id == row.dagster_run_id
                else f" (the automatic retry of {row.dagster_run_id})")

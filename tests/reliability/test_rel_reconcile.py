@@ -328,6 +328,23 @@ def test_judge(state: DagsterState | None, job: JobLife, age_h: int, repaired: b
                  orphan_age=dt.timedelta(hours=1)) is None
 
 
+@pytest.mark.parametrize(("pending_s", "repaired"), [(60, False), (180, True)])
+def test_an_announced_retry_that_never_starts_is_waited_for_only_the_grace(
+        pending_s: int, repaired: bool) -> None:
+    """Dagster's retry daemon was seen to miss a failure under load and never launch the
+    retry it announced (``dagster/will_retry=true``): after ``retry_grace`` the row is
+    failed and its job cancelled, not left to block its pair for ``orphan_age``."""
+    now = utcnow()
+    row = RowState(1, RunStatus.RUNNING, "r", "job-1", now - dt.timedelta(hours=9))
+    state = DagsterState("r", "FAILURE",
+                         retry_pending_since=now - dt.timedelta(seconds=pending_s))
+    repair = judge(row, state, JobLife.LIVE, now=now, orphan_age=dt.timedelta(hours=1),
+                   retry_grace=dt.timedelta(seconds=120))
+    assert (repair is not None) == repaired
+    if repair is not None:
+        assert "announced retry never started" in repair.reason and repair.cancel_job
+
+
 @pytest.mark.parametrize(("state", "age_h", "outcome"), [
     (DagsterState("r", "QUEUED"), 9, None),
     (DagsterState("r", "SUCCESS"), 0, "removed"),  # it re-reported a COMPLETED run
