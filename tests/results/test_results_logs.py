@@ -14,7 +14,6 @@ from pathlib import Path, PurePosixPath
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from sqlalchemy.orm import Session
 
 from ccat_assets.automation.inputs import plan_inputs
@@ -200,7 +199,9 @@ def test_migration_retypes_workspace_logs_recorded_as_intermediates(
     assert product_id(log) in _prov_used(load_lineage(session, ids["cube"]))
     session.rollback()
 
-    command.stamp(migrate.alembic_config(db_url), "0001")
+    # back to revision 0001 (later revisions undo their schema; 0002's data stays as the old
+    # collector wrote it), then up again: 0002 retypes the rows
+    migrate.downgrade(db_url, "0001")
     migrate.upgrade(db_url)
 
     assert _types(session, ids) == {
