@@ -72,11 +72,15 @@ class UI:
         self.browser.get(self.url + path)
 
     def wait(self, what: str, condition: Callable[[], Any]) -> Any:
-        """``condition()`` once it is truthy; a failure names ``what`` was awaited."""
+        """``condition()`` once it is truthy; a failure names ``what`` was awaited. An element
+        that went stale while it was read (the page re-rendered it) is read again at the next
+        poll, not a failure."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
         try:
-            return WebDriverWait(self.browser, WAIT_S, poll_frequency=0.5).until(
+            return WebDriverWait(self.browser, WAIT_S, poll_frequency=0.5,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(
                 lambda _: condition())
         except Exception as exc:
             raise AssertionError(f"the page never showed {what}") from exc
