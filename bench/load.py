@@ -420,6 +420,14 @@ def gap_checks(engine: sa.Engine, jobs_dir: Path) -> dict[str, Any]:
                       ers.input_fingerprint, ers.status, ers.hpc_job_id)
             .join(ReductionStep, ReductionStep.id == ers.reduction_step_id)
             .join(Pipeline, Pipeline.id == ReductionStep.pipeline_id)).all()
+        # What a row that is not COMPLETED was: enough to find its run in the daemon's log.
+        unfinished = session.execute(
+            sa.select(Pipeline.name, ReductionStep.name, ers.sub_group_key, ers.status,
+                      ers.dagster_run_id, ers.retry_count, ers.hpc_job_id, ers.created_at,
+                      ers.finished_at, ers.error_message)
+            .join(ReductionStep, ReductionStep.id == ers.reduction_step_id)
+            .join(Pipeline, Pipeline.id == ReductionStep.pipeline_id)
+            .where(ers.status != RunStatus.COMPLETED).order_by(ers.id).limit(20)).all()
     completed = Counter((p, s, k, f) for p, s, k, f, status, _ in rows
                         if status == RunStatus.COMPLETED)
     twice = [list(t) for t, n in completed.items() if n > 1]
@@ -438,6 +446,11 @@ def gap_checks(engine: sa.Engine, jobs_dir: Path) -> dict[str, Any]:
     return {
         "rows": len(rows), "completed_runs": sum(completed.values()),
         "completed_twice": twice[:10], "rows_not_completed": dict(not_completed),
+        "rows_not_completed_first": [
+            {"step": f"{p}/{s}", "key": k, "status": status.value, "run": run, "retry": retry,
+             "job": job, "created": str(created), "finished": str(finished),
+             "error": (error or "")[:300]}
+            for p, s, k, status, run, retry, job, created, finished, error in unfinished],
         "rows_with_a_job": len(with_job), "job_ids_distinct": len(set(with_job)),
         "jobs_submitted": len(job_dirs),
         "triples_with_two_jobs": [list(t) for t, n in per_triple.items() if n > 1][:10],
@@ -608,6 +621,27 @@ def ccat_check(env: dict[str, str]) -> dict[str, Any]:
             "holds": result.returncode == 0}
 
 
+def mode_name(args: argparse.Namespace) -> str:
+    return "chaos" if args.chaos else "plain"
+
+
+def keep_runs(instance: Any, path: Path) -> None:
+    """Every Dagster run's record, one JSON line each, for reading beside the daemon's log
+    (the benchmark's databases are dropped at its end)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        for record in instance.get_run_records():
+            run = record.dagster_run
+            out.write(json.dumps({
+                "run_id": run.run_id, "status": run.status.value,
+                "parent_run_id": run.parent_run_id, "create": record.create_timestamp.timestamp(),
+                "start": record.start_time, "end": record.end_time,
+                "tags": {k: v for k, v in run.tags.items()
+                         if k.startswith(("ccat/", "dagster/priority", "dagster/retry",
+                                          "dagster/partition", "dagster/concurrency"))},
+            }) + "\n")
+
+
 # -- one run of the benchmark -----------------------------------------------------------------
 
 def run_load(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
@@ -655,6 +689,9 @@ def run_load(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 sampler.join(10)
                 samples = sampler.samples
                 runs = instance.get_runs()
+                if args.logs:
+                    keep_runs(instance, Path(args.logs) / f"runs-{mode_name(args)}"
+                                                          f"-{args.scans}.jsonl")
                 checks = {
                     "gaps_filled_once": checked(gap_checks, s.opsdb, s.home / "jobs"),
                     "max_concurrent_runs": checked(concurrency_check, samples),
@@ -670,8 +707,8 @@ def run_load(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         checks["ccat_wm_check"] = checked(ccat_check, env)
         if args.logs:
             Path(args.logs).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(daemon.log, Path(args.logs) / f"daemon-{'chaos' if chaos else 'plain'}"
-                            f"-{args.scans}.log")
+            shutil.copyfile(daemon.log,
+                            Path(args.logs) / f"daemon-{mode_name(args)}-{args.scans}.log")
         log(daemon.log.read_text(errors="replace")[-3000:] if not all(
             c["holds"] for c in checks.values()) else "every check holds")
     completed = checks["gaps_filled_once"].get("completed_runs", 0)
@@ -692,7 +729,7 @@ def run_load(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
 
 def report(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     checks = result["checks"]
-    mode = "chaos" if args.chaos else "plain"
+    mode = mode_name(args)
     return {
         "benchmark": "load", "mode": mode,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -76,17 +76,13 @@ def _insert_ignoring_duplicates(session: Session) -> sa.Insert:
     raise NotImplementedError(f"retired partitions on {dialect}: PostgreSQL or SQLite only")
 
 
-def restore(session: Session, name: str, keys: Iterable[str]) -> int:
-    """Forget the retirement of ``keys`` of ``name`` (they are partitions again); returns the
-    rows deleted."""
+def restore(session: Session, name: str, keys: Iterable[str]) -> None:
+    """Forget the retirement of ``keys`` of ``name`` (they are partitions again)."""
     wanted = sorted(set(keys))
-    deleted = 0
     for start in range(0, len(wanted), CHUNK):
-        result = session.execute(sa.delete(RetiredPartition).where(
+        session.execute(sa.delete(RetiredPartition).where(
             RetiredPartition.partitions_name == name,
             RetiredPartition.partition_key.in_(wanted[start:start + CHUNK])))
-        deleted += result.rowcount or 0
-    return deleted
 
 
 def restore_all(session: Session, name: str) -> set[str]:
