@@ -99,3 +99,43 @@ def test_cancel_kills_a_job_that_ignores_sigterm(tmp_path: Path) -> None:
     backend.cancel(job_id, grace_s=0.5)
     final = _wait(backend, job_id, lambda s: s.finished, timeout_s=10)
     assert final.state == "cancelled" and 0.5 <= time.monotonic() - started < 5
+
+
+def _started(jobs: Path, job_id: str) -> float:
+    name, _, index = job_id.partition("#")
+    return json.loads((jobs / name / "tasks" / index / "started.json").read_text())["start"]
+
+
+def test_jobs_take_the_slots_in_the_order_they_were_submitted(tmp_path: Path) -> None:
+    """Three arrays submitted one after another, one slot: the first array's tasks all start
+    before any of the second's, and so on. Before the slot queue every waiting thread polled
+    the slots, the arrays interleaved and all of them finished together, so the run of a
+    fourth batch could only start after all three."""
+    jobs = tmp_path / "jobs"
+    backend = LocalBackend(jobs, max_parallel=1)
+    arrays = []
+    for a in range(3):
+        specs = [_spec(tmp_path, f"ccat-p-fifo{a}-{i}", ["/bin/sh", "-c", "sleep 0.1"])
+                 for i in range(4)]
+        arrays.append(backend.submit_array(f"ccat-p-fifo{a}", specs))
+    for ids in arrays:
+        for job_id in ids:
+            assert _wait(backend, job_id, lambda s: s.finished).state == "completed"
+    starts = [[_started(jobs, job_id) for job_id in ids] for ids in arrays]
+    for earlier, later in zip(starts, starts[1:], strict=False):
+        assert max(earlier) < min(later), starts
+    assert not [p for p in (jobs / ".slots" / "queue").iterdir()], "a ticket was left behind"
+
+
+def test_a_dead_supervisors_ticket_does_not_hold_the_queue(tmp_path: Path) -> None:
+    """A ticket no process holds (its supervisor was killed while it waited) is older than
+    every new job; the next job removes it and runs."""
+    jobs = tmp_path / "jobs"
+    queue = jobs / ".slots" / "queue"
+    queue.mkdir(parents=True)
+    (queue / f"{1:020d}-999999").touch()
+    backend = LocalBackend(jobs, max_parallel=1)
+    spec = _spec(tmp_path, "ccat-p-s-5", ["/bin/echo", "ran"])
+    final = _wait(backend, backend.submit(spec), lambda s: s.finished, timeout_s=10)
+    assert final.state == "completed" and spec.stdout_path.read_text() == "ran\n"
+    assert not list(queue.iterdir())
