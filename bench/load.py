@@ -52,7 +52,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -519,8 +519,13 @@ def priority_check(instance: Any, max_concurrent_runs: int, decisions: list[floa
     run) and their end times; a failed run may hold its slot ``DEAD_RUN_SLOT_HOLD_S`` more."""
     import dagster as dg
 
-    enq = _event_times(instance, dg.DagsterEventType.RUN_ENQUEUED)
-    deq = _event_times(instance, dg.DagsterEventType.RUN_STARTING)  # launched from the queue
+    # The last enqueue: a daemon killed between storing a run's RUN_ENQUEUED event and its
+    # status left it NOT_STARTED, out of the queue's sight, until the resumed sensor tick
+    # enqueued it again (seen in the scaled chaos run: an "inversion" 8 s before the queue
+    # could see the run).
+    enq = times_by_run(_status_changes(instance, dg.DagsterEventType.RUN_ENQUEUED), last=True)
+    # The first launch from the queue (the queue reports STARTING as it launches a run).
+    deq = times_by_run(_status_changes(instance, dg.DagsterEventType.RUN_STARTING), last=False)
     spans = {}
     for record in instance.get_run_records():
         run = record.dagster_run
@@ -585,20 +590,30 @@ def find_inversions(spans: dict[str, RunSpan], decisions: list[float],
     return inversions
 
 
-def _event_times(instance: Any, kind: Any) -> dict[str, float]:
+def _status_changes(instance: Any, kind: Any) -> Iterator[Any]:
+    """Every run status change of ``kind``, oldest first."""
     import dagster as dg
 
-    times: dict[str, float] = {}
     cursor = None
     while True:
         result = instance.fetch_run_status_changes(
             dg.RunStatusChangeRecordsFilter(event_type=kind), limit=1000, cursor=cursor,
             ascending=True)
-        for record in result.records:
-            times.setdefault(record.run_id, record.timestamp)
+        yield from result.records
         if not result.has_more:
-            return times
+            return
         cursor = result.cursor
+
+
+def times_by_run(records: Iterable[Any], *, last: bool) -> dict[str, float]:
+    """Each run's first (or last) timestamp among ``records`` (oldest first)."""
+    times: dict[str, float] = {}
+    for record in records:
+        if last:
+            times[record.run_id] = record.timestamp
+        else:
+            times.setdefault(record.run_id, record.timestamp)
+    return times
 
 
 def final_state(engine: sa.Engine) -> dict[str, Any]:

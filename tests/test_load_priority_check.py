@@ -66,3 +66,23 @@ def test_a_run_queued_after_the_decision_was_not_passed_over() -> None:
     spans = {"slow": span(1, SLOW, queued=0, launched=20, ended=30),
              "fast": span(10, FAST, queued=19.8, launched=40, ended=50)}
     assert find_inversions(spans, [19.5, 39.5], 4, 5) == []
+
+
+def test_a_run_enqueued_twice_counts_from_its_last_enqueue() -> None:
+    """A daemon killed after storing a run's RUN_ENQUEUED event but before its status left it
+    NOT_STARTED; the resumed sensor tick enqueued it again, and only then could the queue see
+    it. Its first launch is the one that counts."""
+    from types import SimpleNamespace as Record
+
+    from bench.load import times_by_run
+
+    enqueued = [Record(run_id="fast", timestamp=17.0), Record(run_id="slow", timestamp=16.0),
+                Record(run_id="fast", timestamp=26.0)]
+    assert times_by_run(enqueued, last=True) == {"fast": 26.0, "slow": 16.0}
+    assert times_by_run(enqueued, last=False) == {"fast": 17.0, "slow": 16.0}
+    # Judged from the last enqueue, the slow launch at 28 (decided at 25) passed nothing over.
+    spans = {"slow": span(1, SLOW, queued=16, launched=28, ended=40),
+             "fast": span(10, FAST, queued=26, launched=40, ended=50)}
+    assert find_inversions(spans, [25.0, 39.5], 4, 5) == []
+    spans["fast"] = span(10, FAST, queued=17, launched=40, ended=50)
+    assert len(find_inversions(spans, [25.0, 39.5], 4, 5)) == 1
