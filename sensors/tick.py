@@ -27,6 +27,7 @@ from ccat_assets.opsdb.retired import restore, retired_keys
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import Settings
 from sensors.arrivals import Cursor, read_arrivals
+from sensors.lost_retries import lost_retries, retry_request
 from sensors.partitions import missing_partitions
 from sensors.pools import ensure_pools, limits_token
 from sensors.queued import active_pairs
@@ -110,9 +111,12 @@ def plan_tick(instance: dg.DagsterInstance, pipeline: PipelineDef, *, cursor: Cu
         new_ids = arrivals.package_ids if arrivals else []
         wanted = wanted_partitions(session, pipeline, evaluation, chosen, new_ids, retiring)
     delete_partitions(instance, retiring)
+    retries = [retry_request(run) for run in lost_retries(instance, pipeline.name, now=now)
+               if steps is None or run.tags.get("ccat/step") in steps]
     tick = Tick(
         cursor=arrivals.cursor if arrivals else cursor,
-        run_requests=[launch_request(pipeline, launch, batching) for launch in launches],
+        run_requests=retries + [launch_request(pipeline, launch, batching)
+                                for launch in launches],
         partition_requests=missing_partitions(instance, wanted),
         observations=_observations(pipeline, evaluation, new_ids),
         reasons=evaluation.reasons,
