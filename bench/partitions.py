@@ -159,11 +159,55 @@ def free_port() -> int:
 
 
 @contextmanager
-def webserver(home: Path, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def code_server(home: Path, env: dict[str, str], standalone: bool,
+                timeout_s: float) -> Iterator[Path]:
+    """The workspace file the daemon and webserver load: ``workspace.yaml`` (each starts a
+    code server of its own, the daemon a new one every minute), or, ``standalone``, one
+    ``dagster code-server start`` shared by both, as ``deploy/workspace.grpc.yaml`` runs it."""
+    if not standalone:
+        yield ROOT / "workspace.yaml"
+        return
+    port = free_port()
+    log_file = open(home / "code-server.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(  # noqa: S603 - fixed argv
+        [str(BIN / "dagster"), "code-server", "start", "-m", "ccat_assets.definitions",
+         "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env, stdout=log_file,
+        stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        # The image's HEALTHCHECK; a client in this process would print every refused
+        # connection to stdout, where the benchmark's JSON goes.
+        health = [str(BIN / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1",
+                  "-p", str(port)]
+        while subprocess.run(health, env=env, capture_output=True,  # noqa: S603
+                             check=False).returncode != 0:
+            if process.poll() is not None:
+                raise RuntimeError("the code server exited; see code-server.log")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the code server did not serve in time")
+            time.sleep(0.5)
+        workspace = home / "workspace.yaml"
+        workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
+            "host": "127.0.0.1", "port": port, "location_name": "ccat_assets.definitions"}}]}))
+        yield workspace
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log_file.close()
+
+
+@contextmanager
+def webserver(home: Path, env: dict[str, str],
+              workspace: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     log_file = open(home / "webserver.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(  # noqa: S603 - fixed argv
-        [str(BIN / "dagster-webserver"), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
+        [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1",
          "-p", str(port)], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:
@@ -293,7 +337,7 @@ def retired_keys(n: int) -> list[str]:
 
 def run_size(base_url: str, n_scans: int, fraction: float, repeats: int, ticks: int,
              timeout_s: float, reduced: bool, retired: int = 0, sensor_timeout_s: int = 0,
-             pages: bool = True) -> dict[str, Any]:
+             pages: bool = True, standalone: bool = False) -> dict[str, Any]:
     import dagster as dg
 
     state = (standing_state(base_url, n_scans, history=0, packages_per_scan=1) if reduced
@@ -324,24 +368,26 @@ def run_size(base_url: str, n_scans: int, fraction: float, repeats: int, ticks: 
             events_s = write_materializations(instance, materialized + retired_keys(retired))
             log(f"[{n_scans} scans] {len(materialized)} materializations per step and "
                 f"{retired} of retired scans in {events_s:.1f} s")
-            daemon = start_daemon(home, env)
-            try:
-                with webserver(home, env) as (url, server):
-                    tick_list = wait_for_ticks(instance, f"{PIPELINE}__gap_sensor", ticks,
-                                               daemon, timeout_s)
-                    daemon_memory = process_tree_memory(daemon.pid)
-                    log(f"[{n_scans} scans] gap sensor ticks: "
-                        f"{[t['seconds'] for t in tick_list]}")
-                    wait_for_location(url, server, timeout_s)
-                    timed = time_pages(url, keys, repeats) if pages else {}
-                    server_memory = process_tree_memory(server.pid)
-                    log(f"[{n_scans} scans] pages: " + ", ".join(
-                        f"{p} {v['all_at_once_median_s']} s" for p, v in timed.items()))
-            finally:
-                stop_daemon(daemon)
+            with code_server(home, env, standalone, timeout_s) as workspace:
+                daemon = start_daemon(home, env, workspace)
+                try:
+                    with webserver(home, env, workspace) as (url, server):
+                        tick_list = wait_for_ticks(instance, f"{PIPELINE}__gap_sensor", ticks,
+                                                   daemon, timeout_s)
+                        daemon_memory = process_tree_memory(daemon.pid)
+                        log(f"[{n_scans} scans] gap sensor ticks: "
+                            f"{[t['seconds'] for t in tick_list]}")
+                        wait_for_location(url, server, timeout_s)
+                        timed = time_pages(url, keys, repeats) if pages else {}
+                        server_memory = process_tree_memory(server.pid)
+                        log(f"[{n_scans} scans] pages: " + ", ".join(
+                            f"{p} {v['all_at_once_median_s']} s" for p, v in timed.items()))
+                finally:
+                    stop_daemon(daemon)
     failed = [t for t in tick_list if t["status"] == "FAILURE"]
     return {
         "scans": n_scans, "ops_db_state": "reduced" if reduced else "waiting",
+        "code_server": "standalone" if standalone else "managed",
         "retired_scans_materialized": retired,
         "completed_runs": runs, "partitions_added": added,
         "partitions_sync_s": round(sync_s, 2),
@@ -415,13 +461,17 @@ def main() -> None:
                         help="DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS of the daemon (0: Dagster's "
                              "default, 60 s)")
     parser.add_argument("--no-pages", action="store_true", help="time the sensor only")
+    parser.add_argument("--code-server", choices=["managed", "standalone"], default="managed",
+                        help="managed: daemon and webserver each start their own from "
+                             "workspace.yaml; standalone: one `dagster code-server start` "
+                             "shared by both (deploy/workspace.grpc.yaml)")
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds to wait for the ticks and for the webserver")
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)
     results = [run_size(args.database, int(n), args.materialized, args.repeats, args.ticks,
                         args.timeout, args.reduced, args.retired, args.sensor_timeout,
-                        not args.no_pages)
+                        not args.no_pages, args.code_server == "standalone")
                for n in args.scans.split(",")]
     print(json.dumps({
         "benchmark": "partitions", "database": "postgresql", "dagster_storage": "postgres",

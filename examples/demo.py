@@ -81,12 +81,13 @@ def ingest_night(home: Path, env: dict[str, str], night: str, sources: str, line
     run(str(BIN / "ccat-wm"), "ingest", str(archive / night / "ingest.yaml"), env=env)
 
 
-def start_daemon(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_daemon(home: Path, env: dict[str, str],
+                 workspace: Path = ROOT / "workspace.yaml") -> subprocess.Popen[bytes]:
     # Create the instance first: a daemon racing a brand-new SQLite instance can fail to load.
     run(str(BIN / "dagster"), "instance", "migrate", env=env, capture=True)
     log = open(home / "daemon.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(  # noqa: S603 - fixed argv
-        [str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+        [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 

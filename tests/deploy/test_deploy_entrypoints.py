@@ -102,3 +102,41 @@ def test_code_server_serves_the_location_and_stops_on_sigterm(
 
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=30) is not None
+
+
+def test_one_host_workspace_reaches_a_standalone_code_server(
+    image_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """`deploy/workspace.grpc.yaml` is what the daemon and webserver of a one-host deployment
+    load (docs/operations.md): the documented `dagster code-server start` serves it, and
+    Dagster's CLI, loading that workspace, finds the location's sensors there."""
+    import yaml
+
+    workspace = Path(__file__).resolve().parents[2] / "deploy" / "workspace.grpc.yaml"
+    (entry,) = yaml.safe_load(workspace.read_text())["load_from"]
+    host, port = entry["grpc_server"]["host"], entry["grpc_server"]["port"]
+    assert entry["grpc_server"]["location_name"] == "ccat_assets.definitions"
+    _run([str(BIN / "ccat-wm"), "db", "upgrade"], image_env)
+    log = (tmp_path / "code-server.log").open("w")
+    server = subprocess.Popen(
+        [str(BIN / "dagster"), "code-server", "start", "-m", "ccat_assets.definitions",
+         "-h", host, "-p", str(port)], env=image_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        client = DagsterGrpcClient(port=port, host=host)
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "code-server.log").read_text()
+            try:
+                if client.health_check_query() == "SERVING":
+                    break
+            except Exception:  # not listening yet
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "code-server.log").read_text()
+            time.sleep(0.5)
+        listed = _run([str(BIN / "dagster"), "sensor", "list", "-w", str(workspace)],
+                      image_env)
+        assert "ccat_reconcile_sensor" in listed and "ccat_queued_runs_sensor" in listed, listed
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
