@@ -158,6 +158,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process's group (started with a session of its own), SIGKILL after
+    30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @contextmanager
 def code_server(home: Path, env: dict[str, str], standalone: bool,
                 timeout_s: float) -> Iterator[Path]:
@@ -191,13 +203,7 @@ def code_server(home: Path, env: dict[str, str], standalone: bool,
             "host": "127.0.0.1", "port": port, "location_name": "ccat_assets.definitions"}}]}))
         yield workspace
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process)
         log_file.close()
 
 
@@ -213,13 +219,7 @@ def webserver(home: Path, env: dict[str, str],
     try:
         yield f"http://127.0.0.1:{port}", process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process)
         log_file.close()
 
 

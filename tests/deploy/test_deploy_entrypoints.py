@@ -78,21 +78,26 @@ def code_server(
         log.close()
 
 
+def wait_serving(client: DagsterGrpcClient, server: subprocess.Popen, log: Path) -> None:
+    """Until the code server answers its health check (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None, log.read_text()
+        try:
+            if client.health_check_query() == "SERVING":
+                return
+        except Exception:  # not listening yet
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+
+
 def test_code_server_serves_the_location_and_stops_on_sigterm(
     code_server: tuple[int, subprocess.Popen], image_env: dict[str, str], tmp_path: Path,
 ) -> None:
     port, server = code_server
     client = DagsterGrpcClient(port=port, host="127.0.0.1")
-    deadline = time.monotonic() + 60
-    while True:
-        assert server.poll() is None, (tmp_path / "code-server.log").read_text()
-        try:
-            if client.health_check_query() == "SERVING":
-                break
-        except Exception:  # not listening yet
-            pass
-        assert time.monotonic() < deadline, (tmp_path / "code-server.log").read_text()
-        time.sleep(0.5)
+    wait_serving(client, server, tmp_path / "code-server.log")
     # Serving means the location loaded: an import or ops-db error would come back here.
     loaded = deserialize_value(client.list_repositories())
     assert isinstance(loaded, ListRepositoriesResponse), loaded
@@ -122,17 +127,8 @@ def test_one_host_workspace_reaches_a_standalone_code_server(
         [str(BIN / "dagster"), "code-server", "start", "-m", "ccat_assets.definitions",
          "-h", host, "-p", str(port)], env=image_env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        client = DagsterGrpcClient(port=port, host=host)
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (tmp_path / "code-server.log").read_text()
-            try:
-                if client.health_check_query() == "SERVING":
-                    break
-            except Exception:  # not listening yet
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "code-server.log").read_text()
-            time.sleep(0.5)
+        wait_serving(DagsterGrpcClient(port=port, host=host), server,
+                     tmp_path / "code-server.log")
         listed = _run([str(BIN / "dagster"), "sensor", "list", "-w", str(workspace)],
                       image_env)
         assert "ccat_reconcile_sensor" in listed and "ccat_queued_runs_sensor" in listed, listed
