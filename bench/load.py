@@ -471,6 +471,12 @@ def concurrency_check(samples: Samples) -> dict[str, Any]:
 ITERATION_LINE = "Priority sorting and checking tag concurrency limits for queued runs."
 
 
+def dead_run_free_after_s() -> float:
+    """``free_slots_after_run_end_seconds`` of deploy/dagster.postgres.yaml."""
+    monitoring = yaml.safe_load(daemon_runs.POSTGRES_INSTANCE_YAML.read_text())["run_monitoring"]
+    return float(monitoring["free_slots_after_run_end_seconds"])
+
+
 def dead_run_slot_hold_s() -> float:
     """How long a failed run may hold its pool slot after its end: a killed worker never
     frees it; run monitoring does, in its first iteration (every ``poll_interval_seconds``)
@@ -484,19 +490,61 @@ def dead_run_slot_hold_s() -> float:
 
 
 DEAD_RUN_SLOT_HOLD_S = dead_run_slot_hold_s()
+DEAD_RUN_FREE_AFTER_S = dead_run_free_after_s()
 #: Every step here is batched, and a batched step's pool holds one run (docs/batching.md).
 BATCHED_POOL_SLOTS = 1
 
 
+def _stamp(line: str) -> float | None:
+    """A daemon log line's time (second resolution), or None for a line without one."""
+    try:
+        return dt.datetime.strptime(line.replace("\x1b[32m", "")[:25],
+                                    "%Y-%m-%d %H:%M:%S %z").timestamp()
+    except ValueError:
+        return None
+
+
 def queue_decisions(daemon_log: Path) -> list[float]:
     """When each dequeue iteration decided (the daemon log's second-resolution stamps)."""
-    times = []
+    lines = daemon_log.read_text(errors="replace").splitlines()
+    return sorted(t for line in lines if ITERATION_LINE in line
+                  and (t := _stamp(line)) is not None)
+
+
+#: Run monitoring's log: the first line of an iteration that found runs to check, and every
+#: line of the daemon that runs it.
+MONITORING_START, MONITORING_LINE = "runs for monitoring", "dagster.daemon.MonitoringDaemon"
+
+
+def monitoring_iterations(daemon_log: Path) -> list[tuple[float, float]]:
+    """Each logged run-monitoring iteration as (its first line, its last line). An iteration
+    checks the live runs first and frees dead runs' slots after, so a slot it frees is free
+    by its last line (an iteration with no live run logs nothing)."""
+    iterations: list[list[float]] = []
     for line in daemon_log.read_text(errors="replace").splitlines():
-        if ITERATION_LINE in line:
-            with contextlib.suppress(ValueError):
-                times.append(dt.datetime.strptime(line.replace("\x1b[32m", "")[:25],
-                                                  "%Y-%m-%d %H:%M:%S %z").timestamp())
-    return sorted(times)
+        if MONITORING_LINE not in line or (t := _stamp(line)) is None:
+            continue
+        if MONITORING_START in line:
+            iterations.append([t, t])
+        elif iterations:
+            iterations[-1][1] = t
+    return [(start, end) for start, end in iterations]
+
+
+def dead_run_slot_freed(updated: float, iterations: list[tuple[float, float]]) -> float:
+    """When monitoring freed the slot of a failed run last updated at ``updated``: Dagster
+    frees it in the first iteration that finds the run *updated* (not ended) at least
+    ``free_slots_after_run_end_seconds`` before (its ``updated_before`` filter; a retry's tag
+    updates the failed run seconds after its end): that iteration's last line plus the log's
+    one-second resolution. An iteration with no live run to check logs nothing; when the
+    next logged one starts more than two polls later, one of those freed it, a poll after
+    the run's last update at most."""
+    due = updated + DEAD_RUN_FREE_AFTER_S
+    poll = DEAD_RUN_SLOT_HOLD_S - DEAD_RUN_FREE_AFTER_S
+    logged = [(start, end) for start, end in iterations if start >= due]
+    if logged and logged[0][0] <= due + 2 * poll:
+        return logged[0][1] + 1.0
+    return updated + DEAD_RUN_SLOT_HOLD_S
 
 
 @dataclass(frozen=True)
@@ -513,10 +561,11 @@ class RunSpan:
 
 
 def priority_check(instance: Any, max_concurrent_runs: int, decisions: list[float],
-                   lag_s: float) -> dict[str, Any]:
+                   lag_s: float, monitoring: list[tuple[float, float]]) -> dict[str, Any]:
     """:func:`find_inversions` over every run launched from the queue. Intervals come from the
     runs' RUN_ENQUEUED and RUN_STARTING events (the queue reports STARTING as it launches a
-    run) and their end times; a failed run may hold its slot ``DEAD_RUN_SLOT_HOLD_S`` more."""
+    run) and their end times; a failed run holds its slot until run monitoring frees it
+    (:func:`dead_run_slot_freed`, from the ``monitoring`` iterations of the daemon log)."""
     import dagster as dg
 
     # The last enqueue: a daemon killed between storing a run's RUN_ENQUEUED event and its
@@ -535,8 +584,8 @@ def priority_check(instance: Any, max_concurrent_runs: int, decisions: list[floa
                 PRIORITY.get(run.tags.get("ccat/pipeline"), 0),
                 f"{run.tags.get('ccat/pipeline')}/{run.tags.get('ccat/step')}",
                 enq[run.run_id], deq[run.run_id], end,
-                end + DEAD_RUN_SLOT_HOLD_S if run.status == dg.DagsterRunStatus.FAILURE
-                else end)
+                max(end, dead_run_slot_freed(record.update_timestamp.timestamp(), monitoring))
+                if run.status == dg.DagsterRunStatus.FAILURE else end)
     inversions = find_inversions(spans, decisions, max_concurrent_runs, lag_s)
     return {"runs_checked": len(spans), "decisions": len(decisions),
             "inversions": inversions[:10], "n_inversions": len(inversions),
@@ -712,7 +761,8 @@ def run_load(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     "max_concurrent_runs": checked(concurrency_check, samples),
                     "priority_order": checked(priority_check, instance,
                                               args.max_concurrent_runs,
-                                              queue_decisions(daemon.log), args.decision_lag),
+                                              queue_decisions(daemon.log), args.decision_lag,
+                                              monitoring_iterations(daemon.log)),
                     "final_state_is_a_from_scratch_evaluation": checked(final_state, s.opsdb),
                 }
         finally:

@@ -7,7 +7,17 @@ decisions as times; no daemon.
 
 from __future__ import annotations
 
-from bench.load import DEAD_RUN_SLOT_HOLD_S, RunSpan, find_inversions
+import datetime as dt
+from pathlib import Path
+
+from bench.load import (
+    DEAD_RUN_SLOT_HOLD_S,
+    RunSpan,
+    dead_run_slot_freed,
+    find_inversions,
+    monitoring_iterations,
+    queue_decisions,
+)
 
 FAST, SLOW = "load_fast/calibrate", "load_slow/calibrate"  # priorities 10 and 1, limit 1 each
 
@@ -86,3 +96,46 @@ def test_a_run_enqueued_twice_counts_from_its_last_enqueue() -> None:
     assert find_inversions(spans, [25.0, 39.5], 4, 5) == []
     spans["fast"] = span(10, FAST, queued=17, launched=40, ended=50)
     assert len(find_inversions(spans, [25.0, 39.5], 4, 5)) == 1
+
+
+def test_a_dead_runs_slot_is_freed_by_the_first_monitoring_pass_after_its_last_update(
+        tmp_path: Path) -> None:
+    """Seen in a chaos run: a killed run ended at :42.7, its retry tagged it at :47.5, and
+    monitoring (every 10 s) found it updated too recently at :52 and freed its slot in the
+    pass at :02, after the queue's decision at :00 passed over the runs of its pool. Counted
+    from its end (:42.7 + 15 s) the slot looked free at :00: 28 "inversions"."""
+    minute = "2026-12-07 08:30:"
+    log = tmp_path / "daemon.log"
+    log.write_text("\n".join([
+        f"\x1b[32m{minute}42 +0000\x1b[0m - dagster.daemon.MonitoringDaemon - INFO - "
+        "Collected 1 runs for monitoring",
+        f"\x1b[32m{minute}42 +0000\x1b[0m - dagster.daemon.MonitoringDaemon - INFO - "
+        "Checking run killed",
+        f"\x1b[32m{minute}52 +0000\x1b[0m - dagster.daemon.MonitoringDaemon - INFO - "
+        "Collected 1 runs for monitoring",
+        f"\x1b[32m{minute}53 +0000\x1b[0m - dagster.daemon.MonitoringDaemon - INFO - "
+        "Checking run other",
+        f"\x1b[32m{minute}55 +0000\x1b[0m - dagster.daemon.QueuedRunCoordinatorDaemon - INFO - "
+        "Priority sorting and checking tag concurrency limits for queued runs.",
+        "2026-12-07 08:31:02 +0000 - dagster - DEBUG - a run worker's line, no daemon",
+        "\x1b[32m2026-12-07 08:31:02 +0000\x1b[0m - dagster.daemon.MonitoringDaemon - INFO - "
+        "Collected 2 runs for monitoring",
+        "\x1b[32m2026-12-07 08:31:03 +0000\x1b[0m - dagster.daemon.MonitoringDaemon - INFO - "
+        "Checking run cron",
+    ]) + "\n")
+    start = dt.datetime.fromisoformat("2026-12-07T08:30:00+00:00").timestamp()
+
+    def at(second: float) -> float:
+        return start + second
+
+    iterations = monitoring_iterations(log)
+    assert iterations == [(at(42), at(42)), (at(52), at(53)), (at(62), at(63))]
+    assert queue_decisions(log) == [at(55)]
+    # Updated at :47.5: the pass at :52 finds it too recent (5 s), the one at :02 frees it.
+    assert dead_run_slot_freed(at(47.5), iterations) == at(64)
+    # Updated at :45: freed by the pass at :52 (its last line :53, plus the log's second).
+    assert dead_run_slot_freed(at(45), iterations) == at(54)
+    # No pass logged after it, or only long after (passes with no live run log nothing):
+    # a poll later at most.
+    assert dead_run_slot_freed(at(70), iterations) == at(70) + DEAD_RUN_SLOT_HOLD_S
+    assert dead_run_slot_freed(at(5), iterations) == at(5) + DEAD_RUN_SLOT_HOLD_S
