@@ -471,26 +471,23 @@ def concurrency_check(samples: Samples) -> dict[str, Any]:
 ITERATION_LINE = "Priority sorting and checking tag concurrency limits for queued runs."
 
 
-def dead_run_free_after_s() -> float:
-    """``free_slots_after_run_end_seconds`` of deploy/dagster.postgres.yaml."""
-    monitoring = yaml.safe_load(daemon_runs.POSTGRES_INSTANCE_YAML.read_text())["run_monitoring"]
-    return float(monitoring["free_slots_after_run_end_seconds"])
-
-
-def dead_run_slot_hold_s() -> float:
-    """How long a failed run may hold its pool slot after its end: a killed worker never
-    frees it; run monitoring does, in its first iteration (every ``poll_interval_seconds``)
-    after ``free_slots_after_run_end_seconds`` (both read from deploy/dagster.postgres.yaml,
-    the instance the benchmark runs). Dagster 1.13 logs nothing when it does
+def run_monitoring_timing() -> tuple[float, float]:
+    """How long a failed run may hold its pool slot after its last update, and the part of it
+    before run monitoring may free it: ``(free_slots_after_run_end_seconds +
+    poll_interval_seconds, free_slots_after_run_end_seconds)``, read once from
+    deploy/dagster.postgres.yaml, the instance the benchmark runs. A killed worker never frees
+    its slot; run monitoring does, in its first iteration (every ``poll_interval_seconds``)
+    after ``free_slots_after_run_end_seconds``. Dagster 1.13 logs nothing when it does
     (``free_concurrency_slots_for_run`` returns None, so the "Freed ... slots" line in
     ``dagster/_daemon/monitoring/concurrency.py`` never prints)."""
     monitoring = yaml.safe_load(daemon_runs.POSTGRES_INSTANCE_YAML.read_text())["run_monitoring"]
-    return float(monitoring["free_slots_after_run_end_seconds"]
-                 + monitoring["poll_interval_seconds"])
+    free_after = float(monitoring["free_slots_after_run_end_seconds"])
+    return free_after + float(monitoring["poll_interval_seconds"]), free_after
 
 
-DEAD_RUN_SLOT_HOLD_S = dead_run_slot_hold_s()
-DEAD_RUN_FREE_AFTER_S = dead_run_free_after_s()
+#: A dead run's slot: held at most this long after its last update, freed no earlier than
+#: the second figure (:func:`run_monitoring_timing`).
+DEAD_RUN_SLOT_HOLD_S, DEAD_RUN_FREE_AFTER_S = run_monitoring_timing()
 #: Every step here is batched, and a batched step's pool holds one run (docs/batching.md).
 BATCHED_POOL_SLOTS = 1
 

@@ -27,14 +27,18 @@ import datetime as dt
 
 import dagster as dg
 
-from sensors.reconcile import AUTO_RETRY_RUN_ID_TAG, PARENT_RUN_ID_TAG, WILL_RETRY_TAG
+from ccat_assets.dagster_face.retry_tags import (
+    PARENT_RUN_ID_TAG,
+    RETRY_NUMBER_TAG,
+    ROOT_RUN_ID_TAG,
+    WILL_RETRY_TAG,
+)
+from sensors.reconcile import retry_of
 
 #: Dagster's retry daemon looks every 5 s; a retry not there after this was lost.
 LOST_RETRY_AFTER = dt.timedelta(seconds=30)
 #: Failed runs looked at: those updated within this window (older ones are reconciliation's).
 LOOK_BACK = dt.timedelta(hours=1)
-ROOT_RUN_ID_TAG = "dagster/root_run_id"
-RETRY_NUMBER_TAG = "dagster/retry_number"
 #: Dagster's tags carried into the retry; the others say how the failed run was launched
 #: and ended (run key, sensor, tick, failure reason, will_retry), or are set again below.
 _KEPT_DAGSTER_TAGS = ("dagster/priority",)
@@ -54,10 +58,8 @@ def lost_retries(instance: dg.DagsterInstance, pipeline: str, *,
         ended = record.end_time
         if ended is None or now.timestamp() - ended < LOST_RETRY_AFTER.total_seconds():
             continue
-        if run.tags.get(AUTO_RETRY_RUN_ID_TAG) or instance.get_runs_count(
-                filters=dg.RunsFilter(tags={PARENT_RUN_ID_TAG: run.run_id})):
-            continue
-        lost.append(run)
+        if retry_of(instance, run) is None:
+            lost.append(run)
     return lost
 
 

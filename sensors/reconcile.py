@@ -29,6 +29,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ccat_assets.automation.gapstate.load import serves_location
+from ccat_assets.dagster_face.retry_tags import (
+    AUTO_RETRY_RUN_ID_TAG,
+    PARENT_RUN_ID_TAG,
+    WILL_RETRY_TAG,
+)
 from ccat_assets.execution.jobs import Backend
 from ccat_assets.execution.queued_rows import placeholder_clause
 from ccat_assets.execution.reconcile import (
@@ -57,9 +62,6 @@ from resources.hpc import make_backend
 Log = Callable[[str], None]
 
 RECONCILE_INTERVAL_SECONDS = 60
-WILL_RETRY_TAG = "dagster/will_retry"
-AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
-PARENT_RUN_ID_TAG = "dagster/parent_run_id"
 #: Automatic retries followed at most (Dagster's own retry limit is far lower).
 MAX_RETRY_CHAIN = 20
 #: Run ids per run-storage query.
@@ -169,7 +171,7 @@ def _follow_retries(instance: dg.DagsterInstance, record: dg.RunRecord) -> Dagst
         run = record.dagster_run
         if run.status != dg.DagsterRunStatus.FAILURE or run.tags.get(WILL_RETRY_TAG) != "true":
             break
-        retry = _retry_of(instance, run)
+        retry = retry_of(instance, run)
         if retry is None:
             ended = (dt.datetime.fromtimestamp(record.end_time, dt.UTC)
                      if record.end_time else utcnow())
@@ -178,7 +180,7 @@ def _follow_retries(instance: dg.DagsterInstance, record: dg.RunRecord) -> Dagst
     return DagsterState(record.dagster_run.run_id, record.dagster_run.status.value)
 
 
-def _retry_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.RunRecord | None:
+def retry_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.RunRecord | None:
     """The retry Dagster launched for ``run`` (its tag), or any re-execution of it."""
     retry_id = run.tags.get(AUTO_RETRY_RUN_ID_TAG)
     filters = (dg.RunsFilter(run_ids=[retry_id]) if retry_id

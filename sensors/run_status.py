@@ -17,13 +17,14 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
+from ccat_assets.dagster_face.retry_tags import WILL_RETRY_TAG
 from ccat_assets.execution.queued_rows import is_placeholder
 from ccat_assets.opsdb import ExecutedReductionStep, RunStatus
 from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
 from resources.hpc import make_backend
-from sensors.reconcile import WILL_RETRY_TAG, reconcile
+from sensors.reconcile import reconcile
 
 
 def settle_runs(dagster_run_id: str, status: RunStatus, reason: str) -> list[int]:

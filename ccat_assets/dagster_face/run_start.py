@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session
 
 from ccat_assets.automation.inputs import load_step
 from ccat_assets.dagster_face.catalog import PipelineDef, StepDef
+from ccat_assets.dagster_face.retry_tags import PARENT_RUN_ID_TAG, ROOT_RUN_ID_TAG
 from ccat_assets.grouping import resolve_subgroups
 from ccat_assets.opsdb.retired import restore
 
 #: Run tag that reruns pairs already COMPLETED for their current inputs.
 FORCE_TAG = "ccat/force"
-_RETRY_TAGS = ("dagster/parent_run_id", "dagster/root_run_id")
+_RETRY_TAGS = (PARENT_RUN_ID_TAG, ROOT_RUN_ID_TAG)
 
 
 def forced(tags: Mapping[str, str]) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ccat_assets.dagster_face import retry_tags
 from ccat_assets.definitions import load_definitions
 from ccat_assets.opsdb.types import utcnow
 from sensors import lost_retries as lost
@@ -83,9 +84,17 @@ def test_runs_dagster_will_not_retry_or_already_retried_are_left_alone(
     with dg.instance_for_test() as instance:
         requests = [r for r in tick(defs, instance).run_requests or []
                     if r.tags["ccat/step"] == "calibrate"]
-        not_retried = failed_run(defs, instance, requests[0], {"dagster/will_retry": "false"})
+        failed_run(defs, instance, requests[0], {"dagster/will_retry": "false"})  # not retried
         retried = failed_run(defs, instance, requests[1], WILL_RETRY)
         queue(defs, instance, [lost.retry_request(retried)])
         later = utcnow() + lost.LOST_RETRY_AFTER + dt.timedelta(seconds=1)
         assert lost.lost_retries(instance, PIPELINE, now=later) == []
-        assert not_retried.tags["dagster/will_retry"] == "false"
+
+
+def test_retry_tag_names_are_dagsters_own() -> None:
+    """The names are spelled out for the stored runs; an upgrade renaming them fails here."""
+    from dagster._core.storage import tags as dagster_tags
+
+    for name in ("WILL_RETRY_TAG", "AUTO_RETRY_RUN_ID_TAG", "PARENT_RUN_ID_TAG",
+                 "ROOT_RUN_ID_TAG", "RETRY_NUMBER_TAG"):
+        assert getattr(retry_tags, name) == getattr(dagster_tags, name), name
