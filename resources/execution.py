@@ -12,6 +12,7 @@ from resources.dagster_storage import pool_storage_connections
 from resources.hpc import make_backend, make_runtime
 from resources.opsdb import OpsDBResource
 from resources.staging import make_stager
+from resources.worker_process import settle_worker_process
 
 
 class ExecutionResource(dg.ConfigurableResource):
@@ -22,8 +23,10 @@ class ExecutionResource(dg.ConfigurableResource):
     poll_max_seconds: float | None = None
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Once per run, in the run worker: its Dagster storage keeps its connections."""
+        """Once per run, in the run worker: its Dagster storage keeps its connections, and
+        the garbage collector leaves the imported code alone."""
         pool_storage_connections(context.instance)
+        settle_worker_process()
 
     def services(self, log: Callable[[str], None]) -> ExecutionServices:
         settings = get_settings()
