@@ -39,6 +39,7 @@ from bench import daemon_runs
 from bench.machine import describe
 from bench.meter import children_by_parent
 from bench.targets import figure
+from ccat_assets.codelocation.preloaded_workers import FORKSERVER_COMMAND
 from ccat_assets.opsdb import ExecutedReductionStep
 from examples.demo import BIN, run
 
@@ -117,10 +118,13 @@ def cancel(env: dict[str, str], engine: sa.Engine, prefix: str) -> int:
     return len(ids)
 
 
+
+
 def processes(root_pid: int) -> list[dict[str, Any]]:
     """Every descendant of ``root_pid`` with its role, RSS and PSS in MB."""
     children = children_by_parent()
     rows, todo = [], [(root_pid, None)]
+    lines: dict[int, str] = {}
     while todo:
         pid, parent = todo.pop()
         todo += [(child, pid) for child in children.get(pid, [])]
@@ -130,9 +134,12 @@ def processes(root_pid: int) -> list[dict[str, Any]]:
                           "smaps_rollup").read_text().splitlines()[1:])
         except (OSError, ValueError):
             continue
-        line = " ".join(argv)
-        # the code server starts each run's worker as a spawned multiprocessing child
-        role = ("run worker" if "spawn_main" in line or "execute_run" in line
+        line = lines[pid] = " ".join(argv)
+        # the code server forks each run's worker from its forkserver (spawned as Dagster
+        # does when CCAT_WORKFLOW_MANAGER_PRELOADED_RUN_WORKERS=false)
+        forked = FORKSERVER_COMMAND in line and FORKSERVER_COMMAND in lines.get(parent or -1, "")
+        role = ("run worker" if forked or "spawn_main" in line or "execute_run" in line
+                else "forkserver" if FORKSERVER_COMMAND in line
                 else "daemon" if "dagster-daemon" in line
                 else "code server" if " api grpc" in line or "code-server" in line
                 else Path(argv[0]).name if argv and argv[0] else "?")

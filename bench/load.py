@@ -66,6 +66,7 @@ from bench.machine import describe
 from bench.targets import at_most, figure
 from ccat_assets.automation.gaps import Reason, evaluate
 from ccat_assets.automation.gapstate.load import load_pipeline_state
+from ccat_assets.codelocation.preloaded_workers import FORKSERVER_COMMAND
 from ccat_assets.opsdb import ExecutedReductionStep, Pipeline, ReductionStep, RunStatus
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.specs.ingest import ingest, read_manifests
@@ -261,13 +262,17 @@ class Daemon:
             self.kill()
 
 
-def _role(argv: list[str]) -> str | None:
+
+
+def _role(argv: list[str], parent_is_forkserver: bool) -> str | None:
     joined = " ".join(argv)
     if "dagster-daemon" in joined:
         return "daemon"
     if "api grpc" in joined:
         return "code_server"
-    if "spawn_main" in joined:  # the code server starts run workers with multiprocessing
+    if FORKSERVER_COMMAND in joined:  # the code server's helper, or a run worker it forked
+        return "run_worker" if parent_is_forkserver else "code_server"
+    if "spawn_main" in joined:  # run workers started as Dagster starts them
         return "run_worker"  # (a candidate: the kill checks the pid the run announced)
     return None
 
@@ -292,7 +297,9 @@ class Sampler(threading.Thread):
                 where: dict[str, list[str]] = defaultdict(list)
                 group = self.d.process.pid if self.d.process else None
                 workers = []
-                for pid, stat, argv in processes():
+                live = list(processes())
+                forkservers = {pid for pid, _, argv in live if FORKSERVER_COMMAND in " ".join(argv)}
+                for pid, stat, argv in live:
                     if len(argv) > 2 and argv[1] == str(PROGRAM):
                         try:
                             cwd = os.readlink(f"/proc/{pid}/cwd")
@@ -303,7 +310,7 @@ class Sampler(threading.Thread):
                         executing[argv[2]] += 1
                         where[argv[2]].append(f"{pid} {cwd}")
                     elif group is not None and int(stat[2]) == group:
-                        role = _role(argv)
+                        role = _role(argv, int(stat[1]) in forkservers)
                         if role == "daemon":
                             self.samples.daemon.sample(pid, stat)
                         elif role == "code_server":

@@ -106,6 +106,8 @@ def settings(args: argparse.Namespace) -> dict[str, str]:
               "sensor_interval_seconds": str(args.sensor_interval)}
     if args.job_poll_seconds is not None:
         chosen["job_poll_seconds"] = str(args.job_poll_seconds)
+    if args.spawned_run_workers:
+        chosen["preloaded_run_workers"] = "false"
     return chosen
 
 
@@ -234,6 +236,8 @@ def report(args: argparse.Namespace, modes: dict[str, dict[str, Any]],
             "local_max_parallel": args.parallel,
             "job_poll_seconds": args.job_poll_seconds or defaults["job_poll_seconds"].default,
             "sensor_max_runs_per_tick": defaults["sensor_max_runs_per_tick"].default,
+            "run_workers": ("spawned (a new interpreter each)" if args.spawned_run_workers
+                            else "preloaded (forked from the code server's forkserver)"),
             "run_coordinator": daemon_runs.instance_yaml(
                 args.max_concurrent_runs, args.dequeue_workers)["run_coordinator"],
             "max_concurrent_runs": args.max_concurrent_runs,
@@ -283,6 +287,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="threads launching queued runs (default: as deployed, one)")
     parser.add_argument("--job-poll-seconds", type=float, default=None,
                         help="JOB_POLL_SECONDS (default: the product default)")
+    parser.add_argument("--spawned-run-workers", action="store_true",
+                        help="each run worker a new interpreter, as Dagster starts them, "
+                             "instead of forked preloaded (the baseline of that change)")
     parser.add_argument("--timeout", type=float, default=3600, help="per mode, seconds")
     parser.add_argument("--postgres-url", default=os.environ.get("CCAT_TEST_DATABASE_URL"))
     parser.add_argument("--workdir", default=None, help="where run directories go")

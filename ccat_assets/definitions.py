@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from ccat_assets.codelocation.location import assemble
+from ccat_assets.codelocation.preloaded_workers import preload_run_workers
 from ccat_assets.dagster_face.catalog import PipelineDef, UnreadablePipeline, load_catalog_checked
 from ccat_assets.dagster_face.not_loaded import log_not_loaded
 from ccat_assets.opsdb.migrate import require_current
@@ -39,5 +40,7 @@ def load_definitions() -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Loaded by Dagster (and on every reload); importing this module reads nothing."""
+    """Loaded by Dagster (and on every reload); importing this module reads nothing. In a
+    code server, its run workers start preloaded from then on."""
+    preload_run_workers(get_settings().preloaded_run_workers)
     return load_definitions()

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     code_location_name: str = "ccat_assets.definitions"
 
     job_poll_seconds: float = Field(default=1.0, gt=0)
+    preloaded_run_workers: bool = Field(
+        default=True,
+        description="A code server forks its run workers from a process that has already "
+                    "imported Dagster and this code location, instead of starting each one "
+                    "as a new interpreter (docs/operations.md).",
+    )
     sensor_max_runs_per_tick: int = Field(default=50, ge=1)
     sensor_interval_seconds: int = Field(default=30, ge=1)
     gap_full_reload_seconds: int = Field(

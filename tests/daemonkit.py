@@ -134,6 +134,13 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def forked_by(pid: int) -> str:
+    """The command line of ``pid``'s parent: a run worker's is the code server's forkserver
+    (``ccat_assets/codelocation/preloaded_workers.py``)."""
+    ppid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    return (Path("/proc") / str(ppid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
 @pytest.fixture(name="daemon_env")
 def daemon_env_fixture(served_env: Path, tmp_path: Path, request: pytest.FixtureRequest
                ) -> dict[str, str]:

@@ -51,6 +51,7 @@ import pytest
 import yaml
 
 from ccat_assets import fault_points
+from ccat_assets.codelocation.preloaded_workers import FORKSERVER_COMMAND
 from ccat_assets.dagster_face.run_launcher import STARTED_PREFIX
 from ccat_assets.execution.execute import job_name
 from ccat_assets.opsdb import RunStatus
@@ -58,6 +59,7 @@ from resources.backends.ssh import SSHConnection, SSHTarget
 from tests.daemonkit import (  # noqa: F401 - daemon_env_fixture is the fixture daemon_env
     daemon_env_fixture,
     disagreements,
+    forked_by,
     group_members,
     kill_daemon,
     start_daemon,
@@ -225,6 +227,7 @@ def _kill_run_worker(who: str, retries: bool, point: str, daemon_env: dict[str, 
         assert first.status == dg.DagsterRunStatus.STARTED
         assert pid == worker_pid(instance, first.run_id), (pid, first.run_id)
         assert pid in group_members(d.process.pid)
+        assert FORKSERVER_COMMAND in forked_by(pid)  # preloaded, not spawned
         [row] = runs()  # read while the worker is paused: what the kill leaves behind
         expected = RunStatus.SUBMITTED if point == "after-submit" else RunStatus.RUNNING
         assert row.status == expected and row.dagster_run_id == first.run_id

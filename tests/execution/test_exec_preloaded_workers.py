@@ -1,0 +1,71 @@
+"""A code server's run workers are forked from a forkserver that imported Dagster and this
+code location once (``ccat_assets/codelocation/preloaded_workers.py``).
+
+Here: the preloaded imports leave nothing a fork would share (no thread, no socket, no open
+file), and a code server's multiprocessing context is replaced only when the setting allows.
+That the real code server's run worker is the forkserver's child is asserted where a real
+daemon runs one (``tests/reliability/test_rel_run_worker_killed.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+
+from dagster._grpc.server import DagsterApiServer
+
+from ccat_assets.codelocation import preloaded_workers
+from tests.conftest import PG_URL
+
+_REPORT = """
+import json, os, threading
+from ccat_assets.codelocation.preloaded_workers import PRELOAD
+for name in PRELOAD:
+    __import__(name)
+fds = {}
+for fd in map(int, os.listdir("/proc/self/fd")):
+    try:
+        fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # the descriptor that listed the directory, closed since
+        pass
+print(json.dumps({"threads": threading.active_count(), "fds": fds}))
+"""
+
+
+def test_preloading_opens_nothing_a_fork_would_share() -> None:
+    """Imported as the forkserver imports them, with an ops-db configured: one thread, and
+    no descriptor but the standard streams."""
+    env = {**os.environ, "CCAT_OPS_DB_URL": PG_URL}
+    out = subprocess.run([sys.executable, "-c", _REPORT], env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["threads"] == 1
+    others = {fd: target for fd, target in report["fds"].items() if int(fd) > 2}
+    assert others == {}, others
+    assert not [t for t in report["fds"].values() if t.startswith("socket:")]
+
+
+def _server() -> DagsterApiServer:
+    """A code server object as Dagster's ``__init__`` leaves its context (nothing served)."""
+    server = DagsterApiServer.__new__(DagsterApiServer)
+    server._mp_ctx = multiprocessing.get_context("spawn")  # noqa: SLF001
+    return server
+
+
+def test_a_code_server_forks_its_run_workers_when_the_setting_allows() -> None:
+    server = _server()
+    assert preloaded_workers.preload_run_workers(enabled=False) == 0
+    assert server._mp_ctx.get_start_method() == "spawn"  # noqa: SLF001
+    assert preloaded_workers.preload_run_workers(enabled=True) >= 1
+    assert server._mp_ctx.get_start_method() == "forkserver"  # noqa: SLF001
+
+
+def test_a_server_without_the_context_is_left_as_it_is() -> None:
+    """A Dagster whose server keeps its context elsewhere: warned, not patched."""
+    server = DagsterApiServer.__new__(DagsterApiServer)
+    preloaded_workers.preload_run_workers(enabled=True)
+    assert not hasattr(server, preloaded_workers.SERVER_CONTEXT_ATTRIBUTE)
+
