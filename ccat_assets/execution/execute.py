@@ -31,7 +31,12 @@ from ccat_assets.execution.queued_rows import (
     lock_step,
     take_placeholder,
 )
-from ccat_assets.execution.run_progress import StagingProgress, collected_line, failure_tail
+from ccat_assets.execution.run_progress import (
+    CoalescedLog,
+    StagingProgress,
+    collected_line,
+    failure_tail,
+)
 from ccat_assets.execution.staging_types import StagerFactory
 from ccat_assets.execution.upstream_view import build_view
 from ccat_assets.fault_points import reached
@@ -476,6 +481,8 @@ def stage_runs(
     """
     specs: dict[int, JobSpec | RunFailed] = {}
     errors: dict[int, Exception] = {}
+    log = CoalescedLog(services.log)  # two lines per member, one event every few seconds
+    staging = replace(services, log=log)
     try:
         with services.sessions.begin() as session:
             runs = {r.id: r for r in session.scalars(
@@ -497,13 +504,15 @@ def stage_runs(
                             if isinstance(inputs, Exception):
                                 raise inputs
                             specs[run.id] = _stage_member(
-                                services, run, inputs, layouts[run.id], packages, stager,
+                                staging, run, inputs, layouts[run.id], packages, stager,
                                 dagster_run_id)
                     except Exception as exc:  # this member only
                         errors[run.id] = exc
     except Exception as exc:  # the shared part failed: no member was staged
         specs.clear()
         errors = {run_id: errors.get(run_id, exc) for run_id in layouts}
+    finally:
+        log.flush()
     for run_id, exc in errors.items():
         fail_run(services, run_id, f"staging failed: {exc}")
         failed = RunFailed(run_id, RunStatus.FAILED, f"staging failed: {exc}")

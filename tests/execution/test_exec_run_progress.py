@@ -8,7 +8,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ccat_assets.execution.job_watch import JobOutput
-from ccat_assets.execution.run_progress import StagingProgress, collected_line, failure_tail
+from ccat_assets.execution.run_progress import (
+    CoalescedLog,
+    StagingProgress,
+    collected_line,
+    failure_tail,
+)
 
 
 def _package(sizes: list[int]) -> SimpleNamespace:
@@ -31,6 +36,26 @@ def test_staging_says_totals_progress_at_most_every_period_and_the_end() -> None
     assert lines == ["run 7: staging 4 files (5.0 MB) of 3 raw packages",
                      "run 7: staged 3 of 4 files (3.0 MB of 5.0 MB)",
                      "run 7: staged 4 of 4 files (5.0 MB); 3 transferred, 1 already staged"]
+
+
+def test_a_batch_stages_with_one_log_event_every_few_seconds() -> None:
+    """The first line at once; the next ones joined until the period passed; the rest when
+    staging ends (each event a Dagster event stored on its own)."""
+    events: list[str] = []
+    now = [0.0]
+    log = CoalescedLog(events.append, every_s=10, clock=lambda: now[0])
+    log("run 1: staging")
+    now[0] = 3
+    log("run 1: staged")
+    log("run 2: staging")
+    assert events == ["run 1: staging"]
+    now[0] = 10
+    log("run 2: staged")
+    assert events == ["run 1: staging", "run 1: staged\nrun 2: staging\nrun 2: staged"]
+    log("run 3: staging")
+    log.flush()
+    log.flush()  # nothing left: no empty event
+    assert events[2:] == ["run 3: staging"]
 
 
 def test_collected_line_counts_products_by_type() -> None:
