@@ -24,7 +24,7 @@ from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
 from resources.hpc import make_backend
-from sensors.reconcile import reconcile
+from sensors.reconcile import reconcile, retry_undecided
 
 
 def settle_runs(dagster_run_id: str, status: RunStatus, reason: str) -> list[int]:
@@ -78,9 +78,13 @@ def _failure_reason(context: dg.RunFailureSensorContext) -> str:
     description="Marks the ops-db runs of a failed Dagster run FAILED and cancels their jobs.",
 )
 def ccat_run_failure_sensor(context: dg.RunFailureSensorContext) -> None:
-    run = context.dagster_run
+    # read again: the retry decision is written after the failure the sensor reacts to
+    run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
     if run.tags.get(WILL_RETRY_TAG) == "true":
         context.log.info(f"run {run.run_id} will be retried; its job is left running")
+    elif retry_undecided(context.instance, run):
+        context.log.info(f"run {run.run_id}: Dagster has not yet said whether it retries it; "
+                         "its job is left running and reconciliation settles its rows")
     else:
         changed = settle_runs(run.run_id, RunStatus.FAILED, _failure_reason(context))
         if changed:

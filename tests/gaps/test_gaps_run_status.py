@@ -89,6 +89,28 @@ def test_failed_run_that_dagster_retries_is_left_running(continuous: Path,
     assert _status(running)[0] == RunStatus.SUBMITTED
 
 
+def test_failed_run_dagster_has_not_yet_decided_to_retry_is_left_running(
+        continuous: Path, tmp_path: Path) -> None:
+    """Dagster writes the retry decision (``dagster/will_retry``) after the failure: a run
+    read in between, with run retries on, is a retry that may still come, not a final
+    failure (sensors/reconcile.py ``retry_undecided``). Its reconciliation waits for it as
+    for an announced retry; once Dagster says no, the rows are failed."""
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as without_retries:
+        result = _doomed.execute_in_process(instance=without_retries, raise_on_error=False)
+    retries = {"run_retries": {"enabled": True, "max_retries": 1}}
+    with dg.instance_for_test(temp_dir=str(home), overrides=retries) as instance:
+        assert "dagster/will_retry" not in instance.get_run_by_id(result.run_id).tags
+        running = add_run("calibrate", scan_key("scan-001"), RunStatus.SUBMITTED,
+                          dagster_run_id=result.run_id)
+        ccat_run_failure_sensor(_failure_context(instance, result.run_id))
+        assert _status(running)[0] == RunStatus.SUBMITTED
+        instance.add_run_tags(result.run_id, {"dagster/will_retry": "false"})
+        ccat_run_failure_sensor(_failure_context(instance, result.run_id))
+    assert _status(running)[0] == RunStatus.FAILED
+
+
 @pytest.mark.parametrize("start", [RunStatus.PENDING, RunStatus.COLLECTING_RESULTS])
 def test_canceled_run_marks_its_ops_run_cancelled(continuous: Path, tmp_path: Path,
                                                   start: RunStatus) -> None:

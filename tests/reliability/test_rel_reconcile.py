@@ -26,7 +26,7 @@ from ccat_assets.opsdb.types import utcnow
 from ccat_assets.settings import get_settings
 from resources.hpc import make_backend
 from sensors import build_automation
-from sensors.reconcile import _apply, ccat_reconcile_sensor, reconcile
+from sensors.reconcile import _apply, ccat_reconcile_sensor, dagster_states, reconcile
 from sensors.run_status import ccat_run_failure_sensor
 from tests.gaps.gapkit import add_run, scan_key
 from tests.reliability.conftest import assert_no_live_in_flight_rows
@@ -180,6 +180,21 @@ def test_a_run_dagster_retries_is_left_to_its_retry(
     [late] = reconcile(instance, now=utcnow() + LATER)
     assert late.row_id == rows[0] and "announced retry never started" in late.reason
     assert _row(rows[1]).status == RunStatus.RUNNING  # its retry is still to start
+
+
+def test_a_failed_run_without_dagsters_retry_decision_is_a_pending_retry(
+        tmp_path: Path) -> None:
+    """Dagster tags a failed run ``dagster/will_retry`` after storing the failure: read in
+    between, with run retries on, the run may still be retried, so reconciliation waits for
+    it as for an announced retry (and, without run retries, the failure is final)."""
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as without_retries:
+        run_id = _run(without_retries, dg.DagsterRunStatus.FAILURE)
+        assert dagster_states(without_retries, [run_id])[run_id].retry_pending_since is None
+    retries = {"run_retries": {"enabled": True, "max_retries": 1}}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=retries) as instance:
+        assert dagster_states(instance, [run_id])[run_id].retry_pending_since is not None
+        instance.add_run_tags(run_id, {"dagster/will_retry": "false"})
+        assert dagster_states(instance, [run_id])[run_id].retry_pending_since is None
 
 
 def test_rows_without_a_dagster_run_wait_for_the_age_and_their_job(
