@@ -279,7 +279,7 @@ def _claim_member(
         return taken
     run, reattached = taken
     return Claimed(run.id, run.hpc_job_id, RunStatus(run.status), reattached,
-                   layout_for(services.base_dir, inputs, run.id), inputs.fingerprint,
+                   layout_for(services.base_dir, inputs, run.id), run.input_fingerprint,
                    is_final=inputs.is_final,
                    processing_location_id=inputs.pipeline.processing_location_id)
 
@@ -292,7 +292,7 @@ def _claim_line(step_name: str, key: str, inputs: RunInputs,
     if isinstance(result, Busy):
         return ""
     return (f"run {result.run_id}: {'re-attached to' if result.reattached else 'claimed'} "
-            f"{step_name}/{key} (fingerprint {inputs.fingerprint[:19]}, status "
+            f"{step_name}/{key} (fingerprint {result.fingerprint[:19]}, status "
             f"{result.status.value})")
 
 
@@ -398,14 +398,16 @@ def _claim(
     """Adopt the started in-flight run of the same fingerprint (unless an unrelated Dagster
     run owns it: Busy), else claim this run's placeholder or create a new PENDING row."""
     in_flight = session.scalar(
-        sa.select(ExecutedReductionStep)
-        .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
-               ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
-               ExecutedReductionStep.input_fingerprint == inputs.fingerprint,
-               ExecutedReductionStep.status.in_(IN_FLIGHT_STATUSES),
-               ExecutedReductionStep.run_dir.is_not(None))  # placeholders were never started
-        .order_by(ExecutedReductionStep.id.desc()).with_for_update()
-    )
+        _started_in_flight(inputs)
+        .where(ExecutedReductionStep.input_fingerprint == inputs.fingerprint))
+    if in_flight is None and run_ids:
+        # A retry re-attaches to the job its first attempt started even when the pair's
+        # inputs changed since (new data arrived): that job computes the inputs it started
+        # with, its outcome says so, and the gap sensor runs the pair again for the new
+        # ones. Claimed anew, the first job would run unwatched and its row end FAILED.
+        in_flight = session.scalar(
+            _started_in_flight(inputs)
+            .where(ExecutedReductionStep.dagster_run_id.in_(list(run_ids))))
     if in_flight is not None:
         owner = in_flight.dagster_run_id
         if owner and run_ids and owner not in run_ids:
@@ -447,6 +449,17 @@ def _claim(
             for u in inputs.upstream
         ])
     return run, False
+
+
+def _started_in_flight(inputs: RunInputs) -> sa.Select[tuple[ExecutedReductionStep]]:
+    """The pair's in-flight rows that a run started (placeholders never were), newest first,
+    locked."""
+    return (sa.select(ExecutedReductionStep)
+            .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
+                   ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
+                   ExecutedReductionStep.status.in_(IN_FLIGHT_STATUSES),
+                   ExecutedReductionStep.run_dir.is_not(None))
+            .order_by(ExecutedReductionStep.id.desc()).with_for_update())
 
 
 def fail_run(services: ExecutionServices, run_id: int, reason: str,

@@ -253,6 +253,31 @@ def test_a_pair_another_live_run_is_doing_is_not_claimed_twice(manual: Path) -> 
     assert [r.dagster_run_id for r in rows()] == ["run-a-retry", "run-b"]
 
 
+def test_a_retry_re_attaches_to_its_job_though_the_inputs_changed(manual: Path) -> None:
+    """New data changed the pair's inputs between a killed run and its retry: the retry
+    re-attaches to the row and job its first attempt started (they compute the inputs they
+    started with), instead of claiming anew and leaving that job unwatched (seen in the load
+    benchmark's chaos mode: four CRON map rows ended FAILED). A run of another chain still
+    starts its own row for the new inputs."""
+    key = scan_key("scan-003")
+    services = local_services()
+    apply_tag(manual, "v1")
+    first = claim_run(services, pipeline_name=PIPELINE, step_name="calibrate",
+                      sub_group_key=key, dagster_run_id="run-a")
+    assert isinstance(first, Claimed)
+    apply_tag(manual, "v2")
+    retry = claim_run(services, pipeline_name=PIPELINE, step_name="calibrate",
+                      sub_group_key=key, dagster_run_id="run-a-retry", own_run_ids=["run-a"])
+    assert isinstance(retry, Claimed) and retry.reattached and retry.run_id == first.run_id
+    assert retry.fingerprint == first.fingerprint
+    other = claim_run(services, pipeline_name=PIPELINE, step_name="calibrate",
+                      sub_group_key=key, dagster_run_id="run-b")
+    assert isinstance(other, Claimed) and not other.reattached
+    assert other.fingerprint != first.fingerprint
+    assert [r.dagster_run_id for r in rows() if r.sub_group_key == key] == \
+        ["run-a-retry", "run-b"]
+
+
 def apply_tag(tmp_path: Path, tag: str) -> None:
     """The MANUAL test pipeline with the calibrate parameter ``tag`` (a new input fingerprint)."""
     spec = pipeline_spec(tmp_path / "processing", tag=tag)
