@@ -106,7 +106,7 @@ def settings(args: argparse.Namespace) -> dict[str, str]:
               "sensor_interval_seconds": str(args.sensor_interval)}
     if args.job_poll_seconds is not None:
         chosen["job_poll_seconds"] = str(args.job_poll_seconds)
-    if args.spawned_run_workers:
+    if getattr(args, "spawned_run_workers", False):  # bench/batch_profile has no code server
         chosen["preloaded_run_workers"] = "false"
     return chosen
 
