@@ -6,7 +6,7 @@ the run does anything: about 1.5 CPU seconds and a second of wall time per run, 
 a batch run of 50 sub-groups costs in all (docs/batching.md). With the *forkserver* method a
 helper process imports those modules once, and each worker is a fork of it with everything
 already imported. The helper is single-threaded and only imports (nothing at import time
-here opens a connection, a file or a thread: ``tests/codelocation/test_preloaded_workers.py``
+here opens a connection, a file or a thread: ``tests/execution/test_exec_preloaded_workers.py``
 checks it), so the fork is safe; everything a run uses is made in the worker after the fork,
 as before.
 
@@ -14,10 +14,11 @@ Dagster 1.13 has no setting for it: ``DagsterApiServer.__init__`` fixes its cont
 ``multiprocessing.get_context("spawn")`` in ``_mp_ctx``, which ``StartRun`` uses for the
 worker, its event queue and its termination event. So when this code location loads in a code
 server, it gives that server a forkserver context instead. This module is the one place that
-touches the attribute, pinned with the Dagster version; the test above runs a real daemon and
-code server and fails if the worker is not the forkserver's child. Everything else about the
-worker is Dagster's: it announces its pid, run monitoring checks it, a kill of the code
-server's process group takes it.
+touches the attribute, pinned with the Dagster version;
+``tests/reliability/test_rel_run_worker_killed.py`` runs a real daemon and code server and
+fails if the worker is not the forkserver's child. Everything else about the worker is
+Dagster's: it announces its pid, run monitoring checks it, a kill of the code server's process
+group takes it.
 
 ``CCAT_WORKFLOW_MANAGER_PRELOADED_RUN_WORKERS=false`` keeps Dagster's spawn. A code server
 started anew (on every reload) starts its own forkserver on its first run, so workers always

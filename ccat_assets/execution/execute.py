@@ -397,17 +397,19 @@ def _claim(
 ) -> tuple[ExecutedReductionStep, bool] | Busy:
     """Adopt the started in-flight run of the same fingerprint (unless an unrelated Dagster
     run owns it: Busy), else claim this run's placeholder or create a new PENDING row."""
+    # A retry re-attaches to the job its first attempt started even when the pair's inputs
+    # changed since (new data arrived): that job computes the inputs it started with, its
+    # outcome says so, and the gap sensor runs the pair again for the new ones. Claimed
+    # anew, the first job would run unwatched and its row end FAILED. One statement: a row
+    # of the current fingerprint first, else one this run chain started.
+    same_inputs = ExecutedReductionStep.input_fingerprint == inputs.fingerprint
+    ours = (ExecutedReductionStep.dagster_run_id.in_(list(run_ids)) if run_ids
+            else sa.false())
     in_flight = session.scalar(
         _started_in_flight(inputs)
-        .where(ExecutedReductionStep.input_fingerprint == inputs.fingerprint))
-    if in_flight is None and run_ids:
-        # A retry re-attaches to the job its first attempt started even when the pair's
-        # inputs changed since (new data arrived): that job computes the inputs it started
-        # with, its outcome says so, and the gap sensor runs the pair again for the new
-        # ones. Claimed anew, the first job would run unwatched and its row end FAILED.
-        in_flight = session.scalar(
-            _started_in_flight(inputs)
-            .where(ExecutedReductionStep.dagster_run_id.in_(list(run_ids))))
+        .where(sa.or_(same_inputs, ours))
+        .order_by(None)
+        .order_by(sa.case((same_inputs, 0), else_=1), ExecutedReductionStep.id.desc()))
     if in_flight is not None:
         owner = in_flight.dagster_run_id
         if owner and run_ids and owner not in run_ids:
