@@ -49,11 +49,18 @@ class Stack:
         return self.home / "daemon.log"  # where examples.demo.start_daemon writes it
 
 
-def instance_yaml(max_concurrent_runs: int, dequeue_workers: int | None) -> dict[str, Any]:
+def instance_yaml(max_concurrent_runs: int, dequeue_workers: int | None, *,
+                  pooled_storage: bool = True) -> dict[str, Any]:
     """The production instance config with the run queue's limit set for this machine and,
     if ``dequeue_workers`` is given, runs launched from the queue by that many threads (by
-    default the queue launches one run after another, each waiting for its worker to load)."""
+    default the queue launches one run after another, each waiting for its worker to load).
+    ``pooled_storage=False``: Dagster's own ``storage: postgres`` with the same fields, which
+    connects anew for every storage call (the baseline of the pooled storage)."""
     config = yaml.safe_load(POSTGRES_INSTANCE_YAML.read_text())
+    if not pooled_storage:
+        fields = dict(config["storage"]["custom"]["config"])
+        fields.pop("pool", None)
+        config["storage"] = {"postgres": fields}
     config["concurrency"]["runs"]["max_concurrent_runs"] = max_concurrent_runs
     if dequeue_workers:
         config["run_coordinator"]["config"] |= {"dequeue_use_threads": True,
@@ -255,8 +262,10 @@ def measure(s: Stack, *, pipeline: str, spec: Path, observations: Path, n: int,
         run(str(BIN / "ccat-wm"), "ingest", str(observations), env=s.env, capture=True)
         ingest_s = time.monotonic() - started
         arrival = time.time()
+        sessions_before = dagster_db_sessions(s)
         with Meter(group=group) as meter:
             wait_until_completed(s, n, daemon, timeout_s)
+        sessions = dagster_db_sessions(s) - sessions_before
         runs = dagster_runs(s, pipeline)
     assert meter.result is not None
     latency = latency_phases(arrival, runs | first_job_times(s))
@@ -264,4 +273,14 @@ def measure(s: Stack, *, pipeline: str, spec: Path, observations: Path, n: int,
         "dagster_runs": runs["total"], "dagster_runs_by_status": runs["by_status"],
         "ops_db_runs": ops_db_run_rows(s.opsdb), "ops_db": f"PostgreSQL {s.ops_db_version}",
         "daemon_ready_s": round(ready_s, 1), "ingest_s": round(ingest_s, 2),
+        "dagster_db_sessions": sessions,
     }
+
+
+def dagster_db_sessions(s: Stack) -> int:
+    """Connections opened to the stack's Dagster database so far (``pg_stat_database``,
+    PostgreSQL 14 and later; its statistics lag by up to a second)."""
+    with s.opsdb.connect() as conn:
+        return int(conn.scalar(sa.text(
+            "SELECT sessions FROM pg_stat_database WHERE datname = :db"),
+            {"db": s.env["DAGSTER_PG_DB"]}) or 0)

@@ -7,7 +7,10 @@ the same parallelism P (default 2):
 - ``a`` bare: the same argv and environment per sub-group in a plain loop, P at a time;
 - ``b`` a real ``dagster-daemon``, PostgreSQL instance and ops-db, the gap sensor launching one
   Dagster run per sub-group (``batch_size: 1``);
-- ``c`` the same with ``batch_size: 50`` (``--batch-size``): up to that many gaps per run.
+- ``c`` the same with ``batch_size: 50`` (``--batch-size``): up to that many gaps per run;
+- ``d`` mode c on Dagster's own PostgreSQL storage, which connects anew for every storage
+  call, instead of the deployed pooled one (``ccat_assets/dagster_face/pooled_storage.py``):
+  the baseline of that change, side by side in the same run (``--modes a,c,d``).
 
 Each mode reports wall time, machine-wide CPU time and peak memory (see ``bench/meter.py``:
 machine-wide on purpose, so run it on a quiet machine), the Dagster runs it took and the
@@ -113,12 +116,13 @@ def settings(args: argparse.Namespace) -> dict[str, str]:
 
 def orchestrated(args: argparse.Namespace, folder: Path, mode: str,
                  group: CpuGroup) -> dict[str, Any]:
-    """Mode b or c on a fresh stack; only ``batch_size`` differs between them."""
+    """Mode b, c or d on a fresh stack; ``batch_size`` or the storage differs between them."""
     batch_size = 1 if mode == "b" else args.batch_size
     spec_path = folder / "pipeline.yaml"
     spec_path.write_text(yaml.safe_dump(spec(batch_size, args.sleep), sort_keys=False))
     manifest = observations(folder, args.n)
-    instance = daemon_runs.instance_yaml(args.max_concurrent_runs, args.dequeue_workers)
+    instance = daemon_runs.instance_yaml(args.max_concurrent_runs, args.dequeue_workers,
+                                         pooled_storage=mode != "d")
     with daemon_runs.stack(args.postgres_url, folder, settings(args), instance) as s:
         keep = Path(args.logs) / f"daemon-{mode}.log" if args.logs else None
         result = daemon_runs.measure(s, pipeline=PIPELINE, spec=spec_path, observations=manifest,
@@ -148,7 +152,7 @@ def ratio(modes: dict[str, dict[str, Any]], top: str, bottom: str, key: str) -> 
 
 
 def ratios(modes: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    pairs = [("b", "a"), ("c", "a"), ("b", "c")]
+    pairs = [("b", "a"), ("c", "a"), ("b", "c"), ("d", "a"), ("c", "d")]
     return {key: {f"{t}/{b}": ratio(modes, t, b, key) for t, b in pairs}
             for key in ("wall_s", "cpu_s")}
 
@@ -188,7 +192,8 @@ def targets(modes: dict[str, dict[str, Any]], batch_size: int, n: int
 
 def figures(modes: dict[str, dict[str, Any]], n: int) -> list[dict[str, Any]]:
     names = {"a": "bare program loop", "b": "one Dagster run per sub-group",
-             "c": "batched Dagster runs"}
+             "c": "batched Dagster runs",
+             "d": "batched Dagster runs, Dagster's unpooled storage"}
     rows = []
     for mode, result in modes.items():
         rows.append(figure(f"{mode}: {names[mode]}, wall ({n} sub-groups)", result["wall_s"], "s"))
@@ -198,6 +203,8 @@ def figures(modes: dict[str, dict[str, Any]], n: int) -> list[dict[str, Any]]:
         rows.append(figure(f"{mode}: peak memory above baseline", result["peak_memory_mb"], "MB"))
         if mode != "a":
             rows.append(figure(f"{mode}: Dagster runs", result["dagster_runs"]))
+            rows.append(figure(f"{mode}: connections opened to the Dagster database",
+                               result.get("dagster_db_sessions")))
             for key, what in (("cpu_s", "machine-wide"), ("own_cpu_s", "own processes")):
                 rows.append(figure(f"{mode}: orchestration CPU per sub-group, {what}",
                                    orchestration_cpu(modes, mode, key, n), "s"))
@@ -295,11 +302,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=None, help="where run directories go")
     parser.add_argument("--logs", default=None, help="keep each mode's daemon log here")
     args = parser.parse_args(argv)
-    unknown = set(args.modes) - {"a", "b", "c"}
+    unknown = set(args.modes) - {"a", "b", "c", "d"}
     if unknown:
-        parser.error(f"unknown modes {sorted(unknown)}; choose from a, b, c")
-    if {"b", "c"} & set(args.modes) and not args.postgres_url:
-        parser.error("modes b and c need --postgres-url or CCAT_TEST_DATABASE_URL")
+        parser.error(f"unknown modes {sorted(unknown)}; choose from a, b, c, d")
+    if {"b", "c", "d"} & set(args.modes) and not args.postgres_url:
+        parser.error("modes b, c and d need --postgres-url or CCAT_TEST_DATABASE_URL")
     if args.max_concurrent_runs is None:
         args.max_concurrent_runs = args.parallel + 1
     return args

@@ -7,12 +7,17 @@ materialization, one evaluation per asset check, log lines): about fifteen conne
 batch member, each a backend process started and torn down on the server. Dagster's own
 webserver avoids this with ``optimize_for_webserver``, which gives each storage one pooled
 connection; a run worker takes the same for the length of its run. Storages other than
-PostgreSQL (SQLite in development) ignore the call.
+PostgreSQL (SQLite in development) ignore the call. An instance configured with
+:class:`~ccat_assets.dagster_face.pooled_storage.PooledPostgresStorage` (one host,
+``deploy/dagster.postgres.yaml``) pools in every process from its start and is left as it is;
+this covers Dagster's plain ``storage: postgres`` (the Helm chart's instance).
 """
 
 from __future__ import annotations
 
 import dagster as dg
+
+from ccat_assets.dagster_face.pooled_storage import is_pooled
 
 #: No statement timeout: a run worker's writes must not be cut off as a web request's reads
 #: may be (PostgreSQL's default, which dagster-postgres otherwise keeps).
@@ -28,6 +33,8 @@ MAX_OVERFLOW = 5
 def pool_storage_connections(instance: dg.DagsterInstance | None) -> None:
     """Give ``instance``'s storages a pooled connection each, once per process."""
     if instance is None or getattr(instance, "_ccat_storage_pooled", False):
+        return
+    if is_pooled(instance.run_storage):
         return
     instance.optimize_for_webserver(statement_timeout=NO_STATEMENT_TIMEOUT_MS,
                                     pool_recycle=POOL_RECYCLE_S, max_overflow=MAX_OVERFLOW)

@@ -177,7 +177,7 @@ def test_dagster_instance_values(case: Case) -> None:
     assert d["generatePostgresqlPasswordSecret"] is False
     assert d["global"]["postgresqlSecretName"]
     assert d["postgresql"]["postgresqlScheme"] == (
-        production["storage"]["postgres"]["postgres_db"]["scheme"])
+        production["storage"]["custom"]["config"]["postgres_db"]["scheme"])
     assert d["runLauncher"]["type"] == "K8sRunLauncher"
     daemon = d["dagsterDaemon"]
     assert daemon["runCoordinator"]["enabled"]

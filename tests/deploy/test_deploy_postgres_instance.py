@@ -22,8 +22,9 @@ def test_postgres_variant_equals_the_embedded_default_except_storage() -> None:
     production = yaml.safe_load((ROOT / "deploy" / "dagster.postgres.yaml").read_text())
     storage = production.pop("storage")
     assert production == embedded
-    assert set(storage) == {"postgres"}
-    assert storage["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    assert set(storage) == {"custom"}
+    assert storage["custom"]["class"] == "PooledPostgresStorage"
+    assert storage["custom"]["config"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
 
 
 @dg.asset(key=["ccat", "deploy_check", "noop"])
@@ -40,8 +41,9 @@ def test_postgres_instance_migrates_and_stores_runs_events_and_pools(
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
 
     with dg.DagsterInstance.get() as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        # Dagster's PostgreSQL storages, keeping their connections (pooled_storage.py).
+        assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PooledPostgresEventLogStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.run_monitoring_enabled
         assert instance.run_retries_max_retries == 2

@@ -1,0 +1,157 @@
+"""Dagster's PostgreSQL storage with its connections kept open and reused.
+
+Why: dagster-postgres 1.13 opens a new PostgreSQL connection for every storage call
+(``NullPool``) outside the webserver. A batch run stores five events per member (planned,
+materialization, three check evaluations), each one to three connections; the daemon's
+threads poll runs, ticks and the queue the same way. In one ``bench/overhead.py`` run of 200
+sub-groups PostgreSQL counted about 1,900 sessions, each a backend process forked,
+authenticated and torn down: half the orchestrator's CPU, for no work at all (200 sessions
+and half the CPU with this storage: docs/batching.md, "Pooled storage connections").
+
+:class:`PooledPostgresStorage` is Dagster's own ``DagsterPostgresStorage``, configured the
+same way (``storage: custom:`` in ``dagster.yaml``, the same ``postgres_db`` or
+``postgres_url`` fields), whose run, event-log and schedule storages each keep a small
+SQLAlchemy pool per process instead. What Dagster's webserver already does for itself
+(``optimize_for_webserver``), done for the daemon, the code server and every run worker:
+
+- ``pool.size`` connections stay open per storage and process (a run worker's calls come
+  one after another and use one; the daemon's threads use a few at once). Beyond them a
+  call opens a short-lived extra connection, as Dagster's own storage does for every call,
+  and never waits for one: a storage call can open a second connection while it holds a
+  first (an event and its index), so a bounded pool deadlocks under enough threads (the
+  test with eight threads did). ``pool.max_overflow`` bounds the extras only if set;
+- every connection is checked before use (``pool_pre_ping``), so a restarted PostgreSQL
+  costs a reconnect, not a failed call;
+- connections are closed when the instance is disposed (a code server builds an instance
+  per request and disposes it) and recycled after ``pool.recycle_seconds``.
+
+The webserver still replaces the engines with its own (``optimize_for_webserver``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from dagster import Field, IntSource
+from dagster._config.config_schema import UserConfigSchema
+from dagster._core.storage.config import pg_config
+from dagster._serdes import ConfigurableClassData
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
+from dagster_postgres.storage import DagsterPostgresStorage
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+)
+
+#: Connections kept open per storage (run, event log, schedule) in each process.
+DEFAULT_POOL_SIZE = 4
+#: Extra connections a storage may open at once beyond the pool (closed after use); -1: no
+#: limit, so that no call ever waits for a connection (see the module's docstring).
+DEFAULT_MAX_OVERFLOW = -1
+#: A connection older than this is replaced at its next use (PostgreSQL and proxies drop
+#: idle connections after a while).
+DEFAULT_RECYCLE_SECONDS = 3600
+
+
+def pool_config() -> UserConfigSchema:
+    """The ``pool`` block of the storage's config; every field has a default."""
+    return {
+        "size": Field(IntSource, is_required=False, default_value=DEFAULT_POOL_SIZE),
+        "max_overflow": Field(IntSource, is_required=False,
+                              default_value=DEFAULT_MAX_OVERFLOW),
+        "recycle_seconds": Field(IntSource, is_required=False,
+                                 default_value=DEFAULT_RECYCLE_SECONDS),
+    }
+
+
+def pooled_engine(storage: Any, pool: Mapping[str, int]) -> sa.Engine:
+    """An engine like the storage's own (same URL, options and token provider, autocommit)
+    that keeps ``pool['size']`` connections open and pings each before use."""
+    kwargs: dict[str, Any] = {
+        "isolation_level": "AUTOCOMMIT",
+        "pool_size": pool.get("size", DEFAULT_POOL_SIZE),
+        "max_overflow": pool.get("max_overflow", DEFAULT_MAX_OVERFLOW),
+        "pool_recycle": pool.get("recycle_seconds", DEFAULT_RECYCLE_SECONDS),
+        "pool_pre_ping": True,
+    }
+    options = storage._engine.url.query.get("options")
+    if options:
+        kwargs["connect_args"] = {"options": options}
+    return create_pg_engine(storage.postgres_url, storage._token_provider, **kwargs)
+
+
+class _Pooled:
+    """Swaps a dagster-postgres storage's ``NullPool`` engine for a pooled one and closes
+    the pool's connections when the storage is disposed."""
+
+    _engine: sa.Engine
+
+    def use_pool(self, pool: Mapping[str, int]) -> None:
+        unpooled = self._engine
+        self._engine = pooled_engine(self, pool)
+        unpooled.dispose()
+
+    def dispose(self) -> None:
+        super().dispose()  # type: ignore[misc]
+        self._engine.dispose()
+
+
+def is_pooled(storage: object) -> bool:
+    """Whether ``storage`` is one of this module's (its connections pooled from the start)."""
+    return isinstance(storage, _Pooled)
+
+
+class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
+    """Dagster's PostgreSQL run storage with pooled connections."""
+
+
+class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
+    """Dagster's PostgreSQL event-log storage with pooled connections."""
+
+
+class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
+    """Dagster's PostgreSQL schedule storage with pooled connections."""
+
+
+class PooledPostgresStorage(DagsterPostgresStorage):
+    """``DagsterPostgresStorage`` whose three storages keep their connections open (see the
+    module's docstring); configured as ``storage: custom:`` with Dagster's ``postgres``
+    fields and an optional ``pool`` block."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
+                 inst_data: ConfigurableClassData | None = None,
+                 token_provider: Any = None, pool: Mapping[str, int] | None = None):
+        self.postgres_url = postgres_url
+        self.should_autocreate_tables = should_autocreate_tables
+        self._inst_data = inst_data
+        self.pool = dict(pool or {})
+        self._run_storage = PooledPostgresRunStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider)
+        self._event_log_storage = PooledPostgresEventLogStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider)
+        self._schedule_storage = PooledPostgresScheduleStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider)
+        for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
+            storage.use_pool(self.pool)
+        super(DagsterPostgresStorage, self).__init__()
+
+    @classmethod
+    def config_type(cls) -> UserConfigSchema:
+        return {**pg_config(), "pool": Field(pool_config(), is_required=False)}
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> PooledPostgresStorage:
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+            pool=config_value.get("pool") or {},
+        )
