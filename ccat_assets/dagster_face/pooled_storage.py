@@ -111,7 +111,26 @@ class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
 
 
 class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
-    """Dagster's PostgreSQL event-log storage with pooled connections."""
+    """Dagster's PostgreSQL event-log storage with pooled connections, which remembers the
+    tables it found.
+
+    Why: dagster-postgres asks the server's catalog whether a table exists before every
+    asset check event (``supports_asset_checks``) and every materialization with tags, so
+    that an instance not yet migrated fails clearly: three to six catalog queries per batch
+    member. A table found stays found in a running process (nothing here drops Dagster's
+    tables); a table not found is asked about again, so a migration is seen at once.
+    """
+
+    _tables_found: set[str]
+
+    def has_table(self, table_name: str) -> bool:
+        found = self.__dict__.setdefault("_tables_found", set())
+        if table_name in found:
+            return True
+        if super().has_table(table_name):
+            found.add(table_name)
+            return True
+        return False
 
 
 class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):

@@ -151,3 +151,24 @@ def test_the_run_workers_own_pooling_leaves_the_pooled_storage_alone(
         pool_storage_connections(instance)
         assert instance.run_storage._engine is engine  # noqa: SLF001
         assert engine.pool.size() == 3
+
+
+def test_a_table_found_is_not_asked_about_again_a_missing_one_is(
+        tmp_path: Path, scratch_db: tuple[str, str]) -> None:
+    """The event-log storage asks the catalog whether a table exists before each check
+    event; once found it is remembered, a missing one is asked about every time."""
+    url, _ = scratch_db
+    with instance_at(tmp_path, url) as instance:
+        storage = instance.event_log_storage
+        queries: list[str] = []
+        sa.event.listen(storage._engine, "before_cursor_execute",  # noqa: SLF001
+                        lambda *args: queries.append(args[2]))
+        assert storage.has_table("asset_check_executions")
+        asked = len(queries)
+        assert asked >= 1
+        assert storage.has_table("asset_check_executions")
+        assert storage.supports_asset_checks
+        assert len(queries) == asked
+        assert not storage.has_table("no_such_table")
+        assert not storage.has_table("no_such_table")
+        assert len(queries) == asked + 2
