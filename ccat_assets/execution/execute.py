@@ -25,12 +25,14 @@ from ccat_assets.execution.job_watch import JobOutput, JobWatch
 from ccat_assets.execution.jobs import Backend, ContainerRuntime, JobSpec, JobStatus
 from ccat_assets.execution.manifest import build_manifest
 from ccat_assets.execution.output_tail import TailBounds
-from ccat_assets.execution.queued_rows import (
-    drop_placeholders,
-    failures,
-    lock_step,
-    take_placeholder,
+from ccat_assets.execution.pair_rows import (
+    NewestCompleted,
+    PairRows,
+    drop_rows,
+    read_pair_rows,
+    take_one,
 )
+from ccat_assets.execution.queued_rows import drop_placeholders, lock_step
 from ccat_assets.execution.run_progress import (
     CoalescedLog,
     StagingProgress,
@@ -41,13 +43,11 @@ from ccat_assets.execution.staging_types import StagerFactory
 from ccat_assets.execution.upstream_view import build_view
 from ccat_assets.fault_points import reached
 from ccat_assets.opsdb import (
-    IN_FLIGHT_STATUSES,
     DataLocation,
     ExecutedObsUnit,
     ExecutedReductionStep,
     ObsUnit,
     RawDataPackage,
-    ReductionSoftwareVersion,
     ReductionStep,
     RunStatus,
     run_input_data_product,
@@ -235,6 +235,10 @@ def claim_runs(
     with services.sessions.begin() as session:
         lock_step(session, pipeline_name, step_name)
         planned = plan_inputs_many(session, pipeline_name, step_name, keys, services.base_dir)
+        claimable = [i for i in planned.values()
+                     if isinstance(i, RunInputs) and not i.upstream_missing]
+        known = (read_pair_rows(session, claimable[0].step.id, claimable, run_ids,
+                                with_completed=skip_completed) if claimable else {})
         for key in keys:
             inputs = planned[key]
             if isinstance(inputs, Exception):
@@ -254,8 +258,8 @@ def claim_runs(
                 continue
             try:
                 with session.begin_nested():
-                    results[key] = _claim_member(session, inputs, services, dagster_run_id,
-                                                 trigger_reason, run_ids, skip_completed)
+                    results[key] = _claim_member(session, inputs, known[key], services,
+                                                 dagster_run_id, trigger_reason, run_ids)
             except Exception as exc:  # this member only: its savepoint undid its writes
                 results[key] = exc
                 continue
@@ -266,15 +270,16 @@ def claim_runs(
 
 
 def _claim_member(
-    session: Session, inputs: RunInputs, services: ExecutionServices,
+    session: Session, inputs: RunInputs, rows: PairRows, services: ExecutionServices,
     dagster_run_id: str | None, trigger_reason: str | None, run_ids: list[str],
-    skip_completed: bool,
 ) -> Claimed | Reused | Busy:
-    done = _completed_with(session, inputs) if skip_completed else None
+    """``rows``: the pair's rows, read with the batch's (their COMPLETED run only when a
+    completed pair is to be reused, not run again)."""
+    done = _completed_with(session, inputs, rows.newest_completed)
     if done is not None:
-        drop_placeholders(session, inputs.step.id, inputs.subgroup.key, run_ids)
+        drop_rows(session, rows.placeholders)
         return Reused(done)
-    taken = _claim(session, inputs, services, dagster_run_id, trigger_reason, run_ids)
+    taken = _claim(session, inputs, rows, services, dagster_run_id, trigger_reason, run_ids)
     if isinstance(taken, Busy):
         return taken
     run, reattached = taken
@@ -360,7 +365,8 @@ def _wait_until_ended(services: ExecutionServices, run_id: int) -> None:
         delay = min(services.poll.max_s, delay * services.poll.factor)
 
 
-def _completed_with(session: Session, inputs: RunInputs) -> int | None:
+def _completed_with(session: Session, inputs: RunInputs,
+                    newest: NewestCompleted | None) -> int | None:
     """The newest COMPLETED run of the pair, if it is current for these inputs and its
     products are all still on disk.
 
@@ -372,17 +378,9 @@ def _completed_with(session: Session, inputs: RunInputs) -> int | None:
     run would leave the pair a gap for ever. A run whose intermediates the janitor freed is
     not reused either: materializing the pair again is how a person recomputes them.
     """
-    ers, rsv = ExecutedReductionStep, ReductionSoftwareVersion
-    newest = session.execute(
-        sa.select(ers.id, ers.input_fingerprint, rsv.version)
-        .join(rsv, rsv.id == ers.reduction_software_version_id)
-        .where(ers.reduction_step_id == inputs.step.id,
-               ers.sub_group_key == inputs.subgroup.key,
-               ers.status == RunStatus.COMPLETED)
-        .order_by(ers.id.desc()).limit(1)).first()
     if newest is None:
         return None
-    run_id, stored, used = newest
+    run_id, stored, used = newest.run_id, newest.fingerprint, newest.version
     if stored != inputs.fingerprint and not is_current(
             stored, used, policy=inputs.step.version_policy, version=inputs.version.version,
             fingerprint_with=inputs.fingerprint_with):
@@ -392,29 +390,22 @@ def _completed_with(session: Session, inputs: RunInputs) -> int | None:
 
 
 def _claim(
-    session: Session, inputs: RunInputs, services: ExecutionServices,
+    session: Session, inputs: RunInputs, rows: PairRows, services: ExecutionServices,
     dagster_run_id: str | None, trigger_reason: str | None, run_ids: list[str],
 ) -> tuple[ExecutedReductionStep, bool] | Busy:
     """Adopt the started in-flight run of the same fingerprint (unless an unrelated Dagster
-    run owns it: Busy), else claim this run's placeholder or create a new PENDING row."""
-    # A retry re-attaches to the job its first attempt started even when the pair's inputs
-    # changed since (new data arrived): that job computes the inputs it started with, its
-    # outcome says so, and the gap sensor runs the pair again for the new ones. Claimed
-    # anew, the first job would run unwatched and its row end FAILED. One statement: a row
-    # of the current fingerprint first, else one this run chain started.
-    same_inputs = ExecutedReductionStep.input_fingerprint == inputs.fingerprint
-    ours = (ExecutedReductionStep.dagster_run_id.in_(list(run_ids)) if run_ids
-            else sa.false())
-    in_flight = session.scalar(
-        _started_in_flight(inputs)
-        .where(sa.or_(same_inputs, ours))
-        .order_by(None)
-        .order_by(sa.case((same_inputs, 0), else_=1), ExecutedReductionStep.id.desc()))
+    run owns it: Busy), else claim this run's placeholder or create a new PENDING row.
+
+    A retry re-attaches to the job its first attempt started even when the pair's inputs
+    changed since (new data arrived): that job computes the inputs it started with, its
+    outcome says so, and the gap sensor runs the pair again for the new ones. Claimed anew,
+    the first job would run unwatched and its row end FAILED."""
+    in_flight = rows.in_flight_to_adopt(inputs.fingerprint, run_ids)
     if in_flight is not None:
         owner = in_flight.dagster_run_id
         if owner and run_ids and owner not in run_ids:
             return Busy(in_flight.id, owner)
-        drop_placeholders(session, inputs.step.id, inputs.subgroup.key, run_ids)
+        drop_rows(session, rows.placeholders)
         if in_flight.hpc_job_id is None:
             found = services.backend.find(job_name(
                 inputs.pipeline.name, inputs.step.name, in_flight.id, in_flight.run_dir or ""))
@@ -424,7 +415,7 @@ def _claim(
                 transition(in_flight, RunStatus.SUBMITTED)
         in_flight.dagster_run_id = dagster_run_id or in_flight.dagster_run_id
         return in_flight, True
-    run = take_placeholder(session, inputs.step.id, inputs.subgroup.key, run_ids)
+    run = take_one(session, rows.placeholders, run_ids)
     if run is None:
         run = ExecutedReductionStep(reduction_step_id=inputs.step.id,
                                     sub_group_key=inputs.subgroup.key, status=RunStatus.PENDING,
@@ -438,7 +429,7 @@ def _claim(
     run.dagster_run_id = dagster_run_id or run.dagster_run_id
     run.hpc_backend = services.backend.name
     run.container_runtime = services.runtime.name
-    run.retry_count = failures(session, inputs.step.id, inputs.subgroup.key, inputs.fingerprint)
+    run.retry_count = rows.failures
     session.flush()
     run.run_dir = str(layout_for(services.base_dir, inputs, run.id).root)
     session.execute(sa.insert(run_input_raw_data_package), [
@@ -451,17 +442,6 @@ def _claim(
             for u in inputs.upstream
         ])
     return run, False
-
-
-def _started_in_flight(inputs: RunInputs) -> sa.Select[tuple[ExecutedReductionStep]]:
-    """The pair's in-flight rows that a run started (placeholders never were), newest first,
-    locked."""
-    return (sa.select(ExecutedReductionStep)
-            .where(ExecutedReductionStep.reduction_step_id == inputs.step.id,
-                   ExecutedReductionStep.sub_group_key == inputs.subgroup.key,
-                   ExecutedReductionStep.status.in_(IN_FLIGHT_STATUSES),
-                   ExecutedReductionStep.run_dir.is_not(None))
-            .order_by(ExecutedReductionStep.id.desc()).with_for_update())
 
 
 def fail_run(services: ExecutionServices, run_id: int, reason: str,

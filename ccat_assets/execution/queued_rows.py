@@ -7,7 +7,7 @@ person in the UI, a backfill), so the rows are written from Dagster's queue: a s
 the queued runs and calls :func:`record_queued`. Such a row is a *placeholder*: PENDING, no
 run directory, no job, and an input fingerprint as planned at queue time.
 
-The run's worker then claims its placeholder (:func:`take_placeholder`) and fills in what
+The run's worker then claims its placeholder (``pair_rows.take_one``) and fills in what
 it plans at start: no second row. A run that turns out to have nothing to do (its pair is
 already COMPLETED for the same inputs, or it re-attaches to an older run's job) removes its
 placeholder instead: a placeholder records no work.
@@ -95,20 +95,6 @@ def drop_placeholders(session: Session, step_id: int, sub_group_key: str,
     return len(rows)
 
 
-def take_placeholder(session: Session, step_id: int, sub_group_key: str,
-                     dagster_run_ids: Collection[str]) -> ExecutedReductionStep | None:
-    """The placeholder a starting run claims (its own first), the others of its retry chain
-    removed; None when there is none."""
-    rows = placeholders(session, step_id, sub_group_key, dagster_run_ids)
-    if not rows:
-        return None
-    order = list(dagster_run_ids)
-    rows.sort(key=lambda r: order.index(r.dagster_run_id))
-    for extra in rows[1:]:
-        session.delete(extra)
-    return rows[0]
-
-
 def record_queued(session: Session, pairs: Iterable[QueuedPair], *, dagster_run_id: str,
                   trigger_reason: str | None, base_dir: Path, backend: str,
                   runtime: str) -> list[int]:
@@ -171,13 +157,3 @@ def failures_of(session: Session, step_id: int, pairs: Collection[tuple[str, str
                ers.status == RunStatus.FAILED)
         .group_by(ers.sub_group_key, ers.input_fingerprint))
     return {(key, fp): n for key, fp, n in rows if (key, fp) in wanted}
-
-
-def failures(session: Session, step_id: int, sub_group_key: str, fingerprint: str) -> int:
-    """How many runs of the pair failed for these inputs (the retry count of the next)."""
-    return session.scalar(
-        sa.select(sa.func.count()).select_from(ExecutedReductionStep)
-        .where(ExecutedReductionStep.reduction_step_id == step_id,
-               ExecutedReductionStep.sub_group_key == sub_group_key,
-               ExecutedReductionStep.input_fingerprint == fingerprint,
-               ExecutedReductionStep.status == RunStatus.FAILED)) or 0

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from ccat_assets.execution.batch import execute_batch
+from ccat_assets.execution.execute import Claimed, claim_runs
 from ccat_assets.execution.queued_rows import QueuedPair, record_queued
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import DataProduct, DataProductType, ExecutedReductionStep, RunStatus
@@ -129,6 +130,49 @@ def test_an_automation_launched_member_with_incomplete_upstream_is_deferred(
     assert results[0].deferred and "upstream not complete" in results[0].deferred
     assert _rows() == []  # the placeholder is gone, and no failed attempt was written
     assert any("deferred" in line for line in log)
+
+
+def _run_row_reads(statements: list[str]) -> int:
+    """The SELECTs of run rows among ``statements`` (the step lock and planning excluded:
+    they read other tables)."""
+    return sum(1 for text in statements
+               if text.lstrip().upper().startswith("SELECT")
+               and "executed_reduction_step" in text.split("FROM", 1)[-1][:200])
+
+
+def test_claiming_a_batch_reads_its_pairs_rows_once_not_per_member(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """A claim reads what it must know of each pair's rows (completed, in flight, its
+    placeholders, failures) for the whole batch at once: as many reads for six members as
+    for two (``ccat_assets/execution/pair_rows.py``)."""
+    _setup(tmp_path)
+    with session_scope() as session:
+        record_queued(session, [QueuedPair("chai_test", "calibrate", key) for key in KEYS],
+                      dagster_run_id="queued", trigger_reason="new_data",
+                      base_dir=get_settings().pipelines_dir, backend="local", runtime="host")
+    services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=2),
+                             HostRuntime(), make_stager)
+    reads: list[int] = []
+    for keys in (KEYS[:2], KEYS[2:]):
+        statements: list[str] = []
+
+        def seen(conn, cursor, statement, *args, sink=statements) -> None:
+            sink.append(statement)
+
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+        try:
+            claimed = claim_runs(services, pipeline_name="chai_test", step_name="calibrate",
+                                 sub_group_keys=keys, dagster_run_id="queued",
+                                 skip_completed=True)
+        finally:
+            sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+        assert all(isinstance(c, Claimed) and not c.reattached for c in claimed.values())
+        reads.append(_run_row_reads(statements))
+    assert reads[0] == reads[1], reads
+    rows = _rows()  # every placeholder was claimed: no second row
+    assert len(rows) == len(KEYS) and {r.dagster_run_id for r in rows} == {"queued"}
+    assert all(r.run_dir for r in rows)
 
 
 @pytest.mark.integration
