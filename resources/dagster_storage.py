@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ccat_assets.dagster_face.pooled_storage import is_pooled
-
 #: No statement timeout: a run worker's writes must not be cut off as a web request's reads
 #: may be (PostgreSQL's default, which dagster-postgres otherwise keeps).
 NO_STATEMENT_TIMEOUT_MS = 0
@@ -34,8 +32,8 @@ def pool_storage_connections(instance: dg.DagsterInstance | None) -> None:
     """Give ``instance``'s storages a pooled connection each, once per process."""
     if instance is None or getattr(instance, "_ccat_storage_pooled", False):
         return
-    if is_pooled(instance.run_storage):
-        return
+    if getattr(instance.run_storage, "pooled_connections", False):
+        return  # PooledPostgresStorage's: pooled since the process started
     instance.optimize_for_webserver(statement_timeout=NO_STATEMENT_TIMEOUT_MS,
                                     pool_recycle=POOL_RECYCLE_S, max_overflow=MAX_OVERFLOW)
     instance._ccat_storage_pooled = True  # type: ignore[attr-defined]  # noqa: SLF001

@@ -90,6 +90,9 @@ class _Pooled:
     the pool's connections when the storage is disposed."""
 
     _engine: sa.Engine
+    #: Read by ``resources/dagster_storage.py``, which pools a plain ``storage: postgres``
+    #: in the run worker and must leave these alone (a lower layer: it cannot import this).
+    pooled_connections = True
 
     def use_pool(self, pool: Mapping[str, int]) -> None:
         unpooled = self._engine
@@ -99,11 +102,6 @@ class _Pooled:
     def dispose(self) -> None:
         super().dispose()  # type: ignore[misc]
         self._engine.dispose()
-
-
-def is_pooled(storage: object) -> bool:
-    """Whether ``storage`` is one of this module's (its connections pooled from the start)."""
-    return isinstance(storage, _Pooled)
 
 
 class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
