@@ -32,7 +32,7 @@ from ccat_assets.execution.pair_rows import (
     read_pair_rows,
     take_one,
 )
-from ccat_assets.execution.queued_rows import drop_placeholders, lock_step
+from ccat_assets.execution.queued_rows import lock_step
 from ccat_assets.execution.run_progress import (
     CoalescedLog,
     StagingProgress,
@@ -226,7 +226,8 @@ def claim_runs(
     complete, no raw data, an error) is that member's exception in the result, its writes
     undone, and its siblings are claimed all the same. With ``defer_incomplete`` (the run
     was launched by automation) a member whose upstream is not complete is
-    :class:`Deferred` instead of an exception.
+    :class:`Deferred` instead of an exception. A member this run's chain already started
+    is neither: its retry re-attaches to the job, which computes the inputs it started with.
     """
     run_ids = [r for r in (dagster_run_id, *own_run_ids) if r]
     keys = list(dict.fromkeys(sub_group_keys))
@@ -235,21 +236,22 @@ def claim_runs(
     with services.sessions.begin() as session:
         lock_step(session, pipeline_name, step_name)
         planned = plan_inputs_many(session, pipeline_name, step_name, keys, services.base_dir)
-        claimable = [i for i in planned.values()
-                     if isinstance(i, RunInputs) and not i.upstream_missing]
-        known = (read_pair_rows(session, claimable[0].step.id, claimable, run_ids,
-                                with_completed=skip_completed) if claimable else {})
+        found = [i for i in planned.values() if isinstance(i, RunInputs)]
+        known = (read_pair_rows(session, found[0].step.id, found, run_ids,
+                                with_completed=skip_completed) if found else {})
         for key in keys:
             inputs = planned[key]
             if isinstance(inputs, Exception):
                 results[key] = inputs
                 continue
-            if inputs.upstream_missing:
+            if inputs.upstream_missing and not known[key].started_by(run_ids):
+                # (a run chain that started the pair re-attaches to its job below: new
+                # data may have made the upstream incomplete since its first attempt)
                 shown = ", ".join(inputs.upstream_missing[:5])
                 reason = (f"{step_name}/{key}: upstream not complete for "
                           f"{len(inputs.upstream_missing)} sub-group(s): {shown}")
                 if defer_incomplete:
-                    drop_placeholders(session, inputs.step.id, key, run_ids)
+                    drop_rows(session, known[key].placeholders)
                     results[key] = Deferred(reason)
                     lines.append(f"{reason}; deferred: not claimed, the gap sensor "
                                  "launches it again once they complete")

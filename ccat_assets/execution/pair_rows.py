@@ -50,6 +50,11 @@ class PairRows:
     #: FAILED runs of the pair for the current inputs (the next run's retry count).
     failures: int = 0
 
+    def started_by(self, run_ids: Collection[str]) -> bool:
+        """Whether one of ``run_ids`` (a run and the runs its retry chain descends from)
+        started a run of the pair that is still in flight."""
+        return any(r.dagster_run_id in run_ids for r in self.started_in_flight)
+
     def in_flight_to_adopt(self, fingerprint: str,
                            run_ids: Collection[str]) -> ExecutedReductionStep | None:
         """The newest started in-flight row of these inputs, else the newest one this run

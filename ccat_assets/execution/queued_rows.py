@@ -72,29 +72,6 @@ def placeholder_clause() -> sa.ColumnElement[bool]:
                    ExecutedReductionStep.dagster_run_id.is_not(None))
 
 
-def placeholders(session: Session, step_id: int, sub_group_key: str,
-                 dagster_run_ids: Collection[str]) -> list[ExecutedReductionStep]:
-    """The unclaimed placeholders of the pair written for any of ``dagster_run_ids``."""
-    if not dagster_run_ids:
-        return []
-    return list(session.scalars(
-        sa.select(ExecutedReductionStep)
-        .where(ExecutedReductionStep.reduction_step_id == step_id,
-               ExecutedReductionStep.sub_group_key == sub_group_key,
-               ExecutedReductionStep.dagster_run_id.in_(list(dagster_run_ids)),
-               placeholder_clause())
-        .order_by(ExecutedReductionStep.id)))
-
-
-def drop_placeholders(session: Session, step_id: int, sub_group_key: str,
-                      dagster_run_ids: Collection[str]) -> int:
-    """Remove the pair's placeholders of these runs (their work is done elsewhere)."""
-    rows = placeholders(session, step_id, sub_group_key, dagster_run_ids)
-    for row in rows:
-        session.delete(row)
-    return len(rows)
-
-
 def record_queued(session: Session, pairs: Iterable[QueuedPair], *, dagster_run_id: str,
                   trigger_reason: str | None, base_dir: Path, backend: str,
                   runtime: str) -> list[int]:

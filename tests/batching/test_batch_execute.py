@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from ccat_assets.execution.batch import execute_batch
-from ccat_assets.execution.execute import Claimed, claim_runs
+from ccat_assets.execution.execute import Claimed, Deferred, claim_runs
 from ccat_assets.execution.queued_rows import QueuedPair, record_queued
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import DataProduct, DataProductType, ExecutedReductionStep, RunStatus
@@ -130,6 +130,38 @@ def test_an_automation_launched_member_with_incomplete_upstream_is_deferred(
     assert results[0].deferred and "upstream not complete" in results[0].deferred
     assert _rows() == []  # the placeholder is gone, and no failed attempt was written
     assert any("deferred" in line for line in log)
+
+
+def test_an_automation_launched_retry_re_attaches_though_new_scans_left_the_upstream_incomplete(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """A map batch started, its run was killed, and a new scan arrived before the retry:
+    the map's upstream is incomplete again. The retry is not deferred (that left the first
+    job unwatched and its row to reconciliation); it re-attaches to the job its first
+    attempt started. Another run of the new inputs is deferred as before."""
+    spec = pipeline_spec(tmp_path / "processing")
+    apply_and_ingest(tmp_path, spec, SCANS)
+    services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=2),
+                             HostRuntime(), make_stager)
+    calibrated = execute_batch(services, pipeline_name="chai_test", step_name="calibrate",
+                               sub_group_keys=KEYS, dagster_run_id="cal")
+    assert all(r.outcome is not None for r in calibrated)
+    grid_key = subgroup_key(["source", "line"], ["NGC253", "CO43"])
+
+    def claim(run_id: str, chain: list[str]) -> object:
+        return claim_runs(services, pipeline_name="chai_test", step_name="grid",
+                          sub_group_keys=[grid_key], dagster_run_id=run_id,
+                          own_run_ids=chain, defer_incomplete=True)[grid_key]
+
+    first = claim("grid-a", [])
+    assert isinstance(first, Claimed) and not first.reattached
+    (tmp_path / "later").mkdir()
+    apply_and_ingest(tmp_path / "later", spec, [("scan-100", "NGC253", "CO43")])
+    retry = claim("grid-a-retry", ["grid-a"])
+    assert isinstance(retry, Claimed) and retry.reattached, retry
+    assert retry.run_id == first.run_id and retry.fingerprint == first.fingerprint
+    other = claim("grid-b", [])
+    assert isinstance(other, Deferred) and "upstream not complete" in other.reason
 
 
 def _run_row_reads(statements: list[str]) -> int:
