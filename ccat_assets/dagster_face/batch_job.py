@@ -95,21 +95,9 @@ def build_batch_job(pipeline: PipelineDef, step: StepDef) -> dg.JobDefinition:
                 for planned in planned_events(context, asset_key, event.keys):
                     context.instance.report_dagster_event(planned, run_id=context.run.run_id)
                 continue
-            if event.deferred is not None:
-                context.log.warning(f"{event.deferred}; deferred, not failed: the gap sensor "
-                                    "launches it again once its upstream is complete")
-            elif event.failed:
-                failed.append(event)
-                context.instance.report_dagster_event(
-                    failed_event(context, asset_key, event.key, member_failure_text(event)),
-                    run_id=context.run.run_id)
-                context.log.error(f"{step.name}/{member_failure_text(event)}")
-            elif event.outcome is not None:
-                yield _materialization(asset_key, event, provenance_tags(
-                    code_version=code_version, data_version=event.outcome.fingerprint,
-                    inputs=inputs))
-                yield from _check_evaluations(opsdb, asset_key, step, event,
-                                              context.run.run_id)
+            failed += [member for member in event if member.failed]
+            yield from _report(context, opsdb, asset_key, step, event,
+                               code_version=code_version, inputs=inputs)
         if failed:
             raise batch_failure(len(config.sub_groups), failed)
 
@@ -131,20 +119,49 @@ def _materialization(asset_key: dg.AssetKey, result: MemberResult,
         asset_key=asset_key, partition=result.key, metadata=single.metadata, tags=tags)
 
 
+def _report(context: dg.OpExecutionContext, opsdb: OpsDBResource, asset_key: dg.AssetKey,
+            step: StepDef, members: list[MemberResult], *, code_version: str,
+            inputs: dict[str, str]) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """What members that became final together say: a warning for each deferred one, a
+    failure event for each failed one, a materialization for each completed one, then the
+    step's checks on the completed ones."""
+    materialized: list[MemberResult] = []
+    for member in members:
+        if member.deferred is not None:
+            context.log.warning(f"{member.deferred}; deferred, not failed: the gap sensor "
+                                "launches it again once its upstream is complete")
+        elif member.failed:
+            context.instance.report_dagster_event(
+                failed_event(context, asset_key, member.key, member_failure_text(member)),
+                run_id=context.run.run_id)
+            context.log.error(f"{step.name}/{member_failure_text(member)}")
+        elif member.outcome is not None:
+            materialized.append(member)
+            yield _materialization(asset_key, member, provenance_tags(
+                code_version=code_version, data_version=member.outcome.fingerprint,
+                inputs=inputs))
+    yield from _check_evaluations(opsdb, asset_key, step, materialized, context.run.run_id)
+
+
 def _check_evaluations(opsdb: OpsDBResource, asset_key: dg.AssetKey, step: StepDef,
-                       member: MemberResult, dagster_run_id: str
+                       members: list[MemberResult], dagster_run_id: str
                        ) -> Iterator[dg.AssetCheckEvaluation]:
-    """The step's asset checks on this member, as the checks op of a single run gives them;
-    they judge the member's own COMPLETED run (the one the checks op would find for it:
-    this run's, or the newest one reported again), so it is not looked up again."""
+    """The step's asset checks on these members, as the checks op of a single run gives
+    them, evaluated in one session; they judge each member's own COMPLETED run (the one the
+    checks op would find for it: this run's, or the newest one reported again), so it is
+    not looked up again."""
+    if not members:
+        return
     names = check_names(step)
-    run_id = member.outcome.run_id if member.outcome is not None else None
     with opsdb.sessions().begin() as session:
-        results = evaluate_checks(session, step, member.key, set(names), dagster_run_id,
-                                  run_id=run_id)
-    for name in names:
-        yield dg.AssetCheckEvaluation(asset_key=asset_key, check_name=name,
-                                      partition=member.key, **results[name])
+        results = {member.key: evaluate_checks(
+            session, step, member.key, set(names), dagster_run_id,
+            run_id=member.outcome.run_id if member.outcome is not None else None)
+            for member in members}
+    for member in members:
+        for name in names:
+            yield dg.AssetCheckEvaluation(asset_key=asset_key, check_name=name,
+                                          partition=member.key, **results[member.key][name])
 
 
 def build_batch_jobs(pipeline: PipelineDef) -> list[dg.JobDefinition]:

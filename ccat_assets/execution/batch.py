@@ -23,12 +23,13 @@ from ccat_assets.execution.execute import (
     Claimed,
     Deferred,
     ExecutionServices,
+    JobEnded,
     Reused,
     RunFailed,
     RunOutcome,
     claim_runs,
     fail_run,
-    finish_run,
+    finish_runs,
     output_paths,
     record_submission,
     reused_outcome,
@@ -80,8 +81,9 @@ def execute_batch(services: ExecutionServices, *, sub_group_keys: Sequence[str],
                   **options: Any) -> list[MemberResult]:
     """Run a batch to the end (:func:`iter_batch`, same options); one result per key, in
     order."""
-    results = {r.key: r for r in iter_batch(services, sub_group_keys=sub_group_keys, **options)
-               if isinstance(r, MemberResult)}
+    results = {r.key: r for final in iter_batch(services, sub_group_keys=sub_group_keys,
+                                                **options)
+               if not isinstance(final, BatchStarted) for r in final}
     return [results[key] for key in dict.fromkeys(sub_group_keys)]
 
 
@@ -96,12 +98,14 @@ def iter_batch(
     max_parallel: int | None = None,
     own_run_ids: Collection[str] = (),
     defer_incomplete: bool = False,
-) -> Iterator[BatchStarted | MemberResult]:
+) -> Iterator[BatchStarted | list[MemberResult]]:
     """Run every sub-group of ``sub_group_keys`` of one step as one array job.
 
-    Yields :class:`BatchStarted` once the members are claimed, then each member's
-    :class:`MemberResult` the moment it is final, so the caller reports it while the others
-    still run. ``defer_incomplete``: see :func:`ccat_assets.execution.execute.claim_runs`.
+    Yields :class:`BatchStarted` once the members are claimed, then the
+    :class:`MemberResult` of members the moment they are final, so the caller reports them
+    while the others still run: those that one poll found ended come together, finished
+    together (:func:`ccat_assets.execution.execute.finish_runs`). ``defer_incomplete``: see
+    :func:`ccat_assets.execution.execute.claim_runs`.
     """
     keys = list(dict.fromkeys(sub_group_keys))
     results = {key: MemberResult(key) for key in keys}
@@ -109,32 +113,41 @@ def iter_batch(
                          trigger_reason, own_run_ids, defer_incomplete)
     yield BatchStarted([key for key in keys
                         if not results[key].skipped and results[key].deferred is None])
-    yield from (results[key] for key in keys
-                if results[key].skipped or results[key].failed or results[key].deferred)
+    settled = [results[key] for key in keys
+               if results[key].skipped or results[key].failed or results[key].deferred]
+    if settled:
+        yield settled
     specs = _stage(services, claimed, results, dagster_run_id)
     _submit(services, pipeline_name, step_name, claimed, specs, results, max_parallel)
-    yield from (results[key] for key in claimed if results[key].failed)
+    not_submitted = [results[key] for key in claimed if results[key].failed]
+    if not_submitted:
+        yield not_submitted
     jobs = {m.job_id: key for key, m in claimed.items()
             if m.job_id is not None and results[key].error is None}
     completed: list[str] = []
-    for status in wait_jobs(services, {job_id: claimed[key].run_id
-                                       for job_id, key in jobs.items()},
-                            {job_id: output_paths(claimed[key].layout)
-                             for job_id, key in jobs.items()},
-                            {job_id: f"run {claimed[key].run_id} ({key})"
-                             for job_id, key in jobs.items()}):
-        key = jobs[status.job_id]
-        member = claimed[key]
-        try:
-            results[key].outcome = finish_run(
-                services, member.run_id, member.layout, status, member.reattached,
-                is_final=member.is_final, processing_location_id=member.processing_location_id,
-                announce=False)
-            completed.append(collected_line(member.run_id, results[key].outcome.products))
-        except RunFailed as exc:
-            results[key].error = exc.reason
-            results[key].failure = exc
-        yield results[key]
+    for statuses in wait_jobs(services, {job_id: claimed[key].run_id
+                                         for job_id, key in jobs.items()},
+                              {job_id: output_paths(claimed[key].layout)
+                               for job_id, key in jobs.items()},
+                              {job_id: f"run {claimed[key].run_id} ({key})"
+                               for job_id, key in jobs.items()}):
+        ended = [jobs[status.job_id] for status in statuses]
+        step = claimed[ended[0]]  # every member is of the same step
+        finished = finish_runs(
+            services, [JobEnded(claimed[key].run_id, claimed[key].layout, status,
+                                claimed[key].reattached)
+                       for key, status in zip(ended, statuses, strict=True)],
+            is_final=step.is_final, processing_location_id=step.processing_location_id,
+            announce=False)
+        for key in ended:
+            result = finished[claimed[key].run_id]
+            if isinstance(result, RunFailed):
+                results[key].error = result.reason
+                results[key].failure = result
+            else:
+                results[key].outcome = result
+                completed.append(collected_line(claimed[key].run_id, result.products))
+        yield [results[key] for key in ended]
     # one log event for the batch: each member's own materialization already says it
     if completed:
         services.log("\n".join(completed))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, object_session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from ccat_assets.automation.fingerprint import is_current
 from ccat_assets.automation.inputs import RunInputs, is_final_step, layout_for, plan_inputs_many
@@ -48,6 +48,7 @@ from ccat_assets.opsdb import (
     ExecutedReductionStep,
     ObsUnit,
     RawDataPackage,
+    ReductionSoftwareVersion,
     ReductionStep,
     RunStatus,
     run_input_data_product,
@@ -55,9 +56,15 @@ from ccat_assets.opsdb import (
 )
 from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.paths import join_inside, link_or_copy
-from ccat_assets.results.collect import CollectionError, collect_run
+from ccat_assets.results.collect import (
+    CollectionError,
+    DiscoveredProducts,
+    collect_run,
+    discover_products,
+    record_products,
+)
 from ccat_assets.results.contract import PathMap, RunLayout, contract_env, write_manifest
-from ccat_assets.results.run_consumed import consumed
+from ccat_assets.results.run_consumed import Consumed, consumed, consumed_by_runs
 from ccat_assets.results.storage_lifecycle import freed_products
 
 Log = Callable[[str], None]
@@ -595,10 +602,14 @@ def record_submission(services: ExecutionServices, job_ids: dict[int, str]) -> N
                            for run_id, job_id in job_ids.items()))
 
 
-def _rows(session: Session, run_ids: Iterable[int]) -> dict[int, ExecutedReductionStep]:
-    """Many run rows in one query (a batch's members), by id."""
-    return {r.id: r for r in session.scalars(
-        sa.select(ExecutedReductionStep).where(ExecutedReductionStep.id.in_(list(run_ids))))}
+def _rows(session: Session, run_ids: Iterable[int], *options: Any, lock: bool = False
+          ) -> dict[int, ExecutedReductionStep]:
+    """Many run rows in one query (a batch's members), by id; ``lock``: FOR UPDATE, in id
+    order."""
+    query = (sa.select(ExecutedReductionStep)
+             .where(ExecutedReductionStep.id.in_(sorted(set(run_ids))))
+             .order_by(ExecutedReductionStep.id).options(*options))
+    return {r.id: r for r in session.scalars(query.with_for_update() if lock else query)}
 
 
 def _link_products(inputs: RunInputs, layout: RunLayout) -> dict[int, Path]:
@@ -630,15 +641,16 @@ def output_paths(layout: RunLayout) -> JobOutput:
 def _wait(services: ExecutionServices, run_id: int, job_id: str,
           layout: RunLayout | None = None) -> JobStatus:
     outputs = {job_id: output_paths(layout)} if layout is not None else None
-    return next(wait_jobs(services, {job_id: run_id}, outputs))
+    return next(wait_jobs(services, {job_id: run_id}, outputs))[0]
 
 
 def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int],
               outputs: Mapping[str, JobOutput] | None = None,
-              labels: Mapping[str, str] | None = None) -> Iterator[JobStatus]:
-    """Poll the jobs (job id -> run id) together, one status call per poll, and yield each
-    job's final status as it finishes; a run is marked RUNNING when its job is first seen
-    running. Backoff restarts when a job finishes, so the next ones are seen promptly.
+              labels: Mapping[str, str] | None = None) -> Iterator[list[JobStatus]]:
+    """Poll the jobs (job id -> run id) together, one status call per poll, and yield the
+    final statuses of the jobs each poll found finished, together (a batch finishes them
+    together); a run is marked RUNNING when its job is first seen running. Backoff restarts
+    when a job finishes, so the next ones are seen promptly.
 
     Every poll goes through a :class:`~ccat_assets.execution.job_watch.JobWatch`: state changes and
     the new lines of each job's ``outputs`` reach the run's log while the jobs run, under
@@ -664,7 +676,6 @@ def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int],
             delay = min(services.poll.max_s, delay * services.poll.factor)
             continue
         failing_for = 0.0
-        finished_now = False
         try:
             watch.observe({job_id: statuses[job_id] for job_id in waiting})
         except Exception as exc:  # the log is a view: it never stops the wait for a job
@@ -674,15 +685,15 @@ def wait_jobs(services: ExecutionServices, jobs: Mapping[str, int],
         if started:
             seen_running.update(started)
             _mark_running(services, started)
-        for job_id, _run_id in list(waiting.items()):
-            status = statuses[job_id]
-            if status.finished or status.state == "unknown":
-                del waiting[job_id]
-                finished_now = True
-                yield status
+        ended = [job_id for job_id in waiting
+                 if statuses[job_id].finished or statuses[job_id].state == "unknown"]
+        for job_id in ended:
+            del waiting[job_id]
+        if ended:
+            yield [statuses[job_id] for job_id in ended]
         if not waiting:
             return
-        if finished_now:
+        if ended:
             delay = services.poll.min_s
         services.sleep(delay)
         delay = min(services.poll.max_s, delay * services.poll.factor)
@@ -707,61 +718,138 @@ def _shown(jobs: Mapping[str, int]) -> str:
     return "jobs " + ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
 
+@dataclass(frozen=True)
+class JobEnded:
+    """A claimed run whose job has ended: what :func:`finish_runs` finishes."""
+
+    run_id: int
+    layout: RunLayout
+    job: JobStatus
+    reattached: bool
+
+
 def finish_run(
     services: ExecutionServices, run_id: int, layout: RunLayout, job: JobStatus, reattached: bool,
     *, is_final: bool | None = None, processing_location_id: int | None = None,
     announce: bool = True,
 ) -> RunOutcome:
     """Record the job's end and collect its outputs (COMPLETED), or keep its logs and fail
-    it (:class:`RunFailed`). ``is_final`` and ``processing_location_id`` are the step's, if
-    the caller knows them (a batch does, for all its members); else they are looked up.
-    ``announce=False`` leaves the "COMPLETED with" line to the caller (a batch logs its
-    members' lines together, one event per poll instead of one per member)."""
-    succeeded = job.state == "completed"
-    warnings: list[str] = []
-    with services.sessions.begin() as session:
-        run = session.get(ExecutedReductionStep, run_id, with_for_update=True)
-        run.exit_code = job.exit_code
-        run.processing_time_s = job.wall_time_s
-        run.cpu_hours = job.cpu_hours
-        run.peak_memory_gb = job.peak_memory_gb
-        if succeeded and RunStatus(run.status) != RunStatus.COMPLETED:
-            transition(run, RunStatus.COLLECTING_RESULTS)
-    if not succeeded:
-        reason = job.reason or f"job ended {job.state}"
-        if job.state == "cancelled":  # our own cancellations settle the row before this
-            reason = (f"{services.backend.name} job {job.job_id} was cancelled outside the "
-                      f"run ({reason})")
-        _collect_logs(services, run_id, layout, is_final, processing_location_id)
-        status = RunStatus.CANCELLED if job.state == "cancelled" else RunStatus.FAILED
-        fail_run(services, run_id, reason, status)
-        stream, tail = failure_tail(output_paths(layout), services.backend, job.job_id,
-                                    services.failure_lines)
-        raise RunFailed(run_id, status, reason, exit_code=job.exit_code, log_tail=tail,
-                        log_stream=stream, job_id=job.job_id)
-    try:
+    it (:class:`RunFailed`): :func:`finish_runs` for one run."""
+    result = finish_runs(services, [JobEnded(run_id, layout, job, reattached)],
+                         is_final=is_final, processing_location_id=processing_location_id,
+                         announce=announce)[run_id]
+    if isinstance(result, RunFailed):
+        raise result
+    return result
+
+
+def finish_runs(
+    services: ExecutionServices, ended: Sequence[JobEnded], *, is_final: bool | None = None,
+    processing_location_id: int | None = None, announce: bool = True,
+) -> dict[int, RunOutcome | RunFailed]:
+    """Record each job's end and collect its outputs (COMPLETED), or keep its logs and fail
+    the run: run id -> its outcome, or the :class:`RunFailed` that says why it failed.
+
+    Why together: the members of a batch that one poll found ended are finished in two
+    transactions (one records their jobs' accounting, one records their products), not two
+    each, and what their outcomes report is read once for all of them. Their files are
+    read and hashed between the two, outside any transaction, so an output that cannot be
+    collected fails its member only, before anything of it is written.
+    ``is_final`` and ``processing_location_id`` are the step's, if the caller knows them (a
+    batch does, for all its members); else they are looked up. ``announce=False`` leaves
+    the "COMPLETED with" lines to the caller."""
+    if not ended:
+        return {}
+    steps = _record_job_ends(services, ended, is_final, processing_location_id)
+    results: dict[int, RunOutcome | RunFailed] = {
+        e.run_id: _job_failed(services, e, *steps[e.run_id])
+        for e in ended if e.job.state != "completed"}
+    not_collected: dict[int, Exception] = {}
+    discovered: dict[int, DiscoveredProducts] = {}
+    for e in ended:  # the files are read and hashed before the transaction
+        if e.job.state == "completed":
+            try:
+                discovered[e.run_id] = discover_products(e.layout, steps[e.run_id][0])
+            except (CollectionError, OSError) as exc:  # OSError: unreadable while hashed
+                not_collected[e.run_id] = exc
+    if discovered:
         with services.sessions.begin() as session:
-            run = session.get(ExecutedReductionStep, run_id)
-            result = collect_run(
-                session, run, layout,
-                is_final=is_final_step(session, run.step) if is_final is None else is_final,
-                processing_location_id=(run.step.pipeline.processing_location_id
-                                        if processing_location_id is None
-                                        else processing_location_id))
-            warnings = result.warnings
-            if RunStatus(run.status) != RunStatus.COMPLETED:
-                transition(run, RunStatus.COMPLETED)
-            outcome = _outcome(run, result.products, warnings, reattached)
-            session.flush()
+            runs = _rows(session, discovered,
+                         selectinload(ExecutedReductionStep.software_version)
+                         .selectinload(ReductionSoftwareVersion.software))
+            inputs = consumed_by_runs(session, list(discovered))
+            for e in ended:
+                if e.run_id in discovered:
+                    run = runs[e.run_id]
+                    collected = record_products(session, run, discovered[e.run_id],
+                                                processing_location_id=steps[e.run_id][1])
+                    if RunStatus(run.status) != RunStatus.COMPLETED:
+                        transition(run, RunStatus.COMPLETED)
+                    results[e.run_id] = _outcome(run, collected.products, collected.warnings,
+                                                 e.reattached, inputs[run.id])
             reached("in-collection")
-    except (CollectionError, OSError) as exc:  # OSError: an output unreadable while hashed
-        _collect_logs(services, run_id, layout, is_final, processing_location_id)
-        fail_run(services, run_id, f"collection failed: {exc}")
-        raise RunFailed(run_id, RunStatus.FAILED, f"collection failed: {exc}",
-                        exit_code=job.exit_code, job_id=job.job_id) from exc
-    if announce:
-        services.log(collected_line(run_id, outcome.products))
-    return outcome
+    for e in ended:
+        if e.run_id in not_collected:
+            results[e.run_id] = _collection_failed(services, e, not_collected[e.run_id],
+                                                   *steps[e.run_id])
+        elif announce and isinstance(outcome := results[e.run_id], RunOutcome):
+            services.log(collected_line(e.run_id, outcome.products))
+    return results
+
+
+def _record_job_ends(services: ExecutionServices, ended: Sequence[JobEnded],
+                     is_final: bool | None, processing_location_id: int | None
+                     ) -> dict[int, tuple[bool, int]]:
+    """The jobs' exit code and accounting on their runs, and COLLECTING_RESULTS on those
+    that succeeded, in one transaction (rows locked in id order, as every writer does).
+    Returns each run's (is final step, processing location id): the caller's, or its
+    step's."""
+    facts: dict[int, tuple[bool, int]] = {}
+    with services.sessions.begin() as session:
+        runs = _rows(session, [e.run_id for e in ended], lock=True)
+        for e in ended:
+            run = runs[e.run_id]
+            run.exit_code = e.job.exit_code
+            run.processing_time_s = e.job.wall_time_s
+            run.cpu_hours = e.job.cpu_hours
+            run.peak_memory_gb = e.job.peak_memory_gb
+            if e.job.state == "completed" and RunStatus(run.status) != RunStatus.COMPLETED:
+                transition(run, RunStatus.COLLECTING_RESULTS)
+            facts[e.run_id] = (
+                is_final_step(session, run.step) if is_final is None else is_final,
+                run.step.pipeline.processing_location_id if processing_location_id is None
+                else processing_location_id)
+    return facts
+
+
+def _collection_failed(services: ExecutionServices, ended: JobEnded, exc: Exception,
+                       is_final: bool, processing_location_id: int) -> RunFailed:
+    """Keep the logs of a run whose outputs could not be collected and fail it."""
+    reason = f"collection failed: {exc}"
+    _collect_logs(services, ended.run_id, ended.layout, is_final, processing_location_id)
+    fail_run(services, ended.run_id, reason)
+    failed = RunFailed(ended.run_id, RunStatus.FAILED, reason, exit_code=ended.job.exit_code,
+                       job_id=ended.job.job_id)
+    failed.__cause__ = exc
+    return failed
+
+
+def _job_failed(services: ExecutionServices, ended: JobEnded, is_final: bool,
+                processing_location_id: int) -> RunFailed:
+    """Keep the logs of a run whose job did not succeed, fail the run, and say why, with
+    the program's last lines."""
+    job = ended.job
+    reason = job.reason or f"job ended {job.state}"
+    if job.state == "cancelled":  # our own cancellations settle the row before this
+        reason = (f"{services.backend.name} job {job.job_id} was cancelled outside the "
+                  f"run ({reason})")
+    _collect_logs(services, ended.run_id, ended.layout, is_final, processing_location_id)
+    status = RunStatus.CANCELLED if job.state == "cancelled" else RunStatus.FAILED
+    fail_run(services, ended.run_id, reason, status)
+    stream, tail = failure_tail(output_paths(ended.layout), services.backend, job.job_id,
+                                services.failure_lines)
+    return RunFailed(ended.run_id, status, reason, exit_code=job.exit_code, log_tail=tail,
+                     log_stream=stream, job_id=job.job_id)
 
 
 def _collect_logs(services: ExecutionServices, run_id: int, layout: RunLayout,
@@ -785,13 +873,13 @@ def reused_outcome(services: ExecutionServices, run_id: int) -> RunOutcome:
     """The outcome of an earlier COMPLETED run, to be reported again (nothing is run)."""
     with services.sessions.begin() as session:
         run = session.get(ExecutedReductionStep, run_id)
-        return replace(_outcome(run, list(run.products), [], reattached=False), reused=True)
+        return replace(_outcome(run, list(run.products), [], False,
+                                consumed(session, run_id)), reused=True)
 
 
 def _outcome(run: ExecutedReductionStep, products: list, warnings: list[str],
-             reattached: bool) -> RunOutcome:
+             reattached: bool, inputs: Consumed) -> RunOutcome:
     version = run.software_version
-    inputs = consumed(object_session(run), run.id)
     return RunOutcome(
         run_id=run.id, status=RunStatus(run.status), fingerprint=run.input_fingerprint,
         sub_group_key=run.sub_group_key, dimensions=dict(run.sub_group_values or {}),

@@ -267,6 +267,17 @@ def checksums(paths: Sequence[Path], threads: int = HASH_THREADS) -> list[str]:
         return list(pool.map(file_checksum, paths))
 
 
+@dataclass(frozen=True)
+class DiscoveredProducts:
+    """A run's product files, hashed, their sidecars read: everything its collection writes,
+    computed from the files alone, before any transaction."""
+
+    found: list[FoundFile]
+    #: One DataProduct row per found file, in the same order, but for the run id.
+    rows: list[dict[str, Any]]
+    warnings: list[str]
+
+
 def collect_run(
     session: Session,
     run: ExecutedReductionStep,
@@ -276,35 +287,57 @@ def collect_run(
     processing_location_id: int,
     logs_only: bool = False,
 ) -> CollectResult:
-    """Record the run's products, physical copies and lineage (idempotent, race-safe)."""
+    """Record the run's products, physical copies and lineage (idempotent, race-safe):
+    :func:`discover_products`, then :func:`record_products`."""
+    return record_products(session, run, discover_products(layout, is_final,
+                                                           logs_only=logs_only),
+                           processing_location_id=processing_location_id)
+
+
+def discover_products(layout: RunLayout, is_final: bool, *, logs_only: bool = False
+                      ) -> DiscoveredProducts:
+    """The run's product files with their checksums and sidecars; :class:`CollectionError`
+    if a final step wrote no SCIENCE product. Reads files only, so a caller hashes them
+    before it opens a transaction (no write lock is held while gigabytes are read)."""
     found, warnings = discover(layout, is_final, logs_only=logs_only)
-    result = CollectResult(warnings=list(warnings))
-    known = set(session.scalars(
-        sa.select(DataProduct.relative_path).filter_by(executed_reduction_step_id=run.id)))
-    todo = [f for f in found if f.relative_path not in known]
-    rows = _product_rows(run.id, todo, result.warnings)
-    inserted = _insert_products(session, rows)
-    if inserted:
-        _record_copies_and_lineage(session, run.id, inserted, rows, todo,
-                                   processing_location_id)
-    result.new = len(inserted)
-    wanted = [f.relative_path for f in found]
-    by_path = {p.relative_path: p for p in session.scalars(
-        sa.select(DataProduct).filter_by(executed_reduction_step_id=run.id)
-        .execution_options(populate_existing=True))}
-    result.products = [by_path[p] for p in wanted if p in by_path]
+    warnings = list(warnings)
     if is_final and not logs_only and not any(
-        p.data_product_type == DataProductType.SCIENCE for p in result.products
+        f.product_type == DataProductType.SCIENCE for f in found
     ):
         raise CollectionError(
             "final step wrote no SCIENCE product (expected files under output/science/)"
         )
+    return DiscoveredProducts(found, _product_rows(found, warnings), warnings)
+
+
+def record_products(session: Session, run: ExecutedReductionStep,
+                    discovered: DiscoveredProducts, *, processing_location_id: int
+                    ) -> CollectResult:
+    """Record what :func:`discover_products` found: the products not recorded yet, a PRESENT
+    copy of each at the processing location, their lineage; every found product in the
+    result."""
+    result = CollectResult(warnings=list(discovered.warnings))
+    known = set(session.scalars(
+        sa.select(DataProduct.relative_path).filter_by(executed_reduction_step_id=run.id)))
+    todo = [(f, row) for f, row in zip(discovered.found, discovered.rows, strict=True)
+            if f.relative_path not in known]
+    rows = [{**row, "executed_reduction_step_id": run.id} for _, row in todo]
+    inserted = _insert_products(session, rows)
+    if inserted:
+        _record_copies_and_lineage(session, run.id, inserted, rows, [f for f, _ in todo],
+                                   processing_location_id)
+    result.new = len(inserted)
+    by_path = {p.relative_path: p for p in session.scalars(
+        sa.select(DataProduct).filter_by(executed_reduction_step_id=run.id)
+        .execution_options(populate_existing=True))}
+    result.products = [by_path[f.relative_path] for f in discovered.found
+                       if f.relative_path in by_path]
     return result
 
 
-def _product_rows(run_id: int, files: Iterable[FoundFile], warnings: list[str]
-                  ) -> list[dict[str, Any]]:
-    """Everything a DataProduct row needs, computed before the transaction writes anything."""
+def _product_rows(files: Iterable[FoundFile], warnings: list[str]) -> list[dict[str, Any]]:
+    """Everything a DataProduct row needs but its run, computed before the transaction
+    writes anything."""
     files = list(files)
     sums = checksums([f.path for f in files])
     rows = []
@@ -313,7 +346,6 @@ def _product_rows(run_id: int, files: Iterable[FoundFile], warnings: list[str]
         if sidecar.warning:
             warnings.append(f"{item.relative_path}: {sidecar.warning}")
         rows.append({
-            "executed_reduction_step_id": run_id,
             "name": item.path.name,
             "relative_path": item.relative_path,
             "data_product_type": item.product_type,

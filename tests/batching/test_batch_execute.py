@@ -10,7 +10,19 @@ import pytest
 import sqlalchemy as sa
 
 from ccat_assets.execution.batch import execute_batch
-from ccat_assets.execution.execute import Claimed, Deferred, claim_runs
+from ccat_assets.execution.execute import (
+    Claimed,
+    Deferred,
+    JobEnded,
+    RunFailed,
+    RunOutcome,
+    claim_runs,
+    finish_runs,
+    record_submission,
+    stage_runs,
+    wait_jobs,
+)
+from ccat_assets.execution.jobs import submit_array
 from ccat_assets.execution.queued_rows import QueuedPair, record_queued
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import DataProduct, DataProductType, ExecutedReductionStep, RunStatus
@@ -205,6 +217,87 @@ def test_claiming_a_batch_reads_its_pairs_rows_once_not_per_member(
     rows = _rows()  # every placeholder was claimed: no second row
     assert len(rows) == len(KEYS) and {r.dagster_run_id for r in rows} == {"queued"}
     assert all(r.run_dir for r in rows)
+
+
+def _ended_members(services, keys: list[str]) -> dict[str, JobEnded]:
+    """Claim, stage and run ``keys`` of calibrate as one array to the end, unfinished."""
+    claimed = claim_runs(services, pipeline_name="chai_test", step_name="calibrate",
+                         sub_group_keys=keys, dagster_run_id="finish-test")
+    members = {key: c for key, c in claimed.items() if isinstance(c, Claimed)}
+    specs = stage_runs(services, {m.run_id: m.layout for m in members.values()}, "finish-test")
+    job_ids = submit_array(services.backend, "finish-test", list(specs.values()), None)
+    by_job = dict(zip(job_ids, members, strict=True))
+    record_submission(services, {members[key].run_id: job for job, key in by_job.items()})
+    statuses = [s for ended in wait_jobs(services, {job: members[key].run_id
+                                                    for job, key in by_job.items()})
+                for s in ended]
+    return {by_job[s.job_id]: JobEnded(members[by_job[s.job_id]].run_id,
+                                       members[by_job[s.job_id]].layout, s, False)
+            for s in statuses}
+
+
+def test_a_poll_finishes_its_ended_members_in_two_transactions_not_two_each(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """Members a poll found ended are finished together: two commits and one read of what
+    they consumed for two members as for four (``finish_runs``)."""
+    _setup(tmp_path)
+    services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=6),
+                             HostRuntime(), make_stager)
+    ended = _ended_members(services, KEYS)
+    counted: list[tuple[int, int]] = []
+    for keys in (KEYS[:2], KEYS[2:]):
+        commits: list[int] = []
+        reads: list[str] = []
+
+        def committed(conn, sink=commits) -> None:
+            sink.append(1)
+
+        def seen(conn, cursor, statement, *args, sink=reads) -> None:
+            if "row_number() OVER" in statement:  # what a run consumed, first rows of each
+                sink.append(statement)
+
+        sa.event.listen(sa.engine.Engine, "commit", committed)
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+        try:
+            finished = finish_runs(services, [ended[key] for key in keys], is_final=False)
+        finally:
+            sa.event.remove(sa.engine.Engine, "commit", committed)
+            sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+        assert all(isinstance(f, RunOutcome) and f.status == RunStatus.COMPLETED
+                   and f.n_raw_packages == 1 for f in finished.values()), finished
+        counted.append((len(commits), len(reads)))
+    assert counted[0] == counted[1] == (2, 2), counted
+
+
+def test_a_member_that_cannot_be_collected_fails_alone_among_those_finished_together(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """Each member is collected in its own savepoint: finished as a final step, the members
+    that wrote no SCIENCE product fail with the reason, the one that did is COMPLETED with
+    its product, in the same call."""
+    _setup(tmp_path)
+    services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=6),
+                             HostRuntime(), make_stager)
+    ended = _ended_members(services, KEYS[:3])
+    good = ended[KEYS[1]]
+    science = good.layout.output_dir / "science" / "map.fits"
+    science.parent.mkdir(parents=True, exist_ok=True)
+    science.write_bytes(b"SIMPLE")
+    finished = finish_runs(services, list(ended.values()), is_final=True)
+    outcome = finished[good.run_id]
+    assert isinstance(outcome, RunOutcome) and outcome.status == RunStatus.COMPLETED
+    assert [p["path"] for p in outcome.products if p["type"] == "SCIENCE"] == [
+        "output/science/map.fits"], outcome.products
+    for key in (KEYS[0], KEYS[2]):
+        failed = finished[ended[key].run_id]
+        assert isinstance(failed, RunFailed), failed
+        assert "final step wrote no SCIENCE product" in failed.reason
+    rows = {r.id: r for r in _rows()}
+    assert RunStatus(rows[good.run_id].status) == RunStatus.COMPLETED
+    assert {RunStatus(rows[ended[key].run_id].status) for key in (KEYS[0], KEYS[2])} == {
+        RunStatus.FAILED}
+    assert _products(good.run_id) == 1
 
 
 @pytest.mark.integration
