@@ -58,10 +58,11 @@ from ccat_assets.opsdb.lifecycle import transition
 from ccat_assets.paths import join_inside, link_or_copy
 from ccat_assets.results.collect import (
     CollectionError,
+    CollectResult,
     DiscoveredProducts,
     collect_run,
     discover_products,
-    record_products,
+    record_products_of_runs,
 )
 from ccat_assets.results.contract import PathMap, RunLayout, contract_env, write_manifest
 from ccat_assets.results.run_consumed import Consumed, consumed, consumed_by_runs
@@ -778,15 +779,19 @@ def finish_runs(
                          selectinload(ExecutedReductionStep.software_version)
                          .selectinload(ReductionSoftwareVersion.software))
             inputs = consumed_by_runs(session, list(discovered))
+            collected: dict[int, CollectResult] = {}
+            for location, members in _by_location(discovered, steps).items():
+                collected |= record_products_of_runs(
+                    session, [(runs[run_id], discovered[run_id]) for run_id in members],
+                    processing_location_id=location)
             for e in ended:
                 if e.run_id in discovered:
                     run = runs[e.run_id]
-                    collected = record_products(session, run, discovered[e.run_id],
-                                                processing_location_id=steps[e.run_id][1])
                     if RunStatus(run.status) != RunStatus.COMPLETED:
                         transition(run, RunStatus.COMPLETED)
-                    results[e.run_id] = _outcome(run, collected.products, collected.warnings,
-                                                 e.reattached, inputs[run.id])
+                    results[e.run_id] = _outcome(run, collected[run.id].products,
+                                                 collected[run.id].warnings, e.reattached,
+                                                 inputs[run.id])
             reached("in-collection")
     for e in ended:
         if e.run_id in not_collected:
@@ -795,6 +800,15 @@ def finish_runs(
         elif announce and isinstance(outcome := results[e.run_id], RunOutcome):
             services.log(collected_line(e.run_id, outcome.products))
     return results
+
+
+def _by_location(run_ids: Iterable[int], steps: Mapping[int, tuple[bool, int]]
+                 ) -> dict[int, list[int]]:
+    """Run ids by the processing location their products are recorded at."""
+    grouped: dict[int, list[int]] = {}
+    for run_id in run_ids:
+        grouped.setdefault(steps[run_id][1], []).append(run_id)
+    return grouped
 
 
 def _record_job_ends(services: ExecutionServices, ended: Sequence[JobEnded],

@@ -313,26 +313,50 @@ def discover_products(layout: RunLayout, is_final: bool, *, logs_only: bool = Fa
 def record_products(session: Session, run: ExecutedReductionStep,
                     discovered: DiscoveredProducts, *, processing_location_id: int
                     ) -> CollectResult:
-    """Record what :func:`discover_products` found: the products not recorded yet, a PRESENT
-    copy of each at the processing location, their lineage; every found product in the
-    result."""
-    result = CollectResult(warnings=list(discovered.warnings))
-    known = set(session.scalars(
-        sa.select(DataProduct.relative_path).filter_by(executed_reduction_step_id=run.id)))
-    todo = [(f, row) for f, row in zip(discovered.found, discovered.rows, strict=True)
-            if f.relative_path not in known]
-    rows = [{**row, "executed_reduction_step_id": run.id} for _, row in todo]
-    inserted = _insert_products(session, rows)
+    """Record what :func:`discover_products` found: :func:`record_products_of_runs` for one
+    run."""
+    return record_products_of_runs(session, [(run, discovered)],
+                                   processing_location_id=processing_location_id)[run.id]
+
+
+def record_products_of_runs(
+    session: Session, runs: Sequence[tuple[ExecutedReductionStep, DiscoveredProducts]], *,
+    processing_location_id: int,
+) -> dict[int, CollectResult]:
+    """Record what :func:`discover_products` found for each run: the products not recorded
+    yet, a PRESENT copy of each at the processing location, their lineage; every found
+    product in each run's result.
+
+    Why many runs at once: the members of a batch that ended together are recorded in a
+    handful of statements (one insert of all their products, of all copies, of all
+    lineage), not a handful each."""
+    ids = [run.id for run, _ in runs]
+    known: dict[int, set[str]] = {run_id: set() for run_id in ids}
+    for run_id, path in session.execute(
+            sa.select(DataProduct.executed_reduction_step_id, DataProduct.relative_path)
+            .where(DataProduct.executed_reduction_step_id.in_(ids))):
+        known[run_id].add(path)
+    todo = [(run.id, f, {**row, "executed_reduction_step_id": run.id})
+            for run, found in runs
+            for f, row in zip(found.found, found.rows, strict=True)
+            if f.relative_path not in known[run.id]]
+    inserted = _insert_products(session, [row for _, _, row in todo])
     if inserted:
-        _record_copies_and_lineage(session, run.id, inserted, rows, [f for f, _ in todo],
-                                   processing_location_id)
-    result.new = len(inserted)
-    by_path = {p.relative_path: p for p in session.scalars(
-        sa.select(DataProduct).filter_by(executed_reduction_step_id=run.id)
-        .execution_options(populate_existing=True))}
-    result.products = [by_path[f.relative_path] for f in discovered.found
-                       if f.relative_path in by_path]
-    return result
+        _record_copies_and_lineage(session, inserted, todo, processing_location_id)
+    recorded: dict[int, dict[str, DataProduct]] = {run_id: {} for run_id in ids}
+    for product in session.scalars(
+            sa.select(DataProduct).where(DataProduct.executed_reduction_step_id.in_(ids))
+            .execution_options(populate_existing=True)):
+        recorded[product.executed_reduction_step_id][product.relative_path] = product
+    results: dict[int, CollectResult] = {}
+    for run, found in runs:
+        by_path = recorded[run.id]
+        results[run.id] = CollectResult(
+            products=[by_path[f.relative_path] for f in found.found
+                      if f.relative_path in by_path],
+            new=sum(1 for run_id, _ in inserted if run_id == run.id),
+            warnings=list(found.warnings))
+    return results
 
 
 def _product_rows(files: Iterable[FoundFile], warnings: list[str]) -> list[dict[str, Any]]:
@@ -359,15 +383,17 @@ def _product_rows(files: Iterable[FoundFile], warnings: list[str]) -> list[dict[
     return rows
 
 
-def _insert_products(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Insert rows that are not there yet; relative path -> id of the rows *this* call made."""
+def _insert_products(session: Session, rows: list[dict[str, Any]]
+                     ) -> dict[tuple[int, str], int]:
+    """Insert rows that are not there yet; (run id, relative path) -> id of the rows *this*
+    call made."""
     if not rows:
         return {}
     table = DataProduct.__table__
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" \
         else sqlite.insert
     now = utcnow()
-    made: dict[str, int] = {}
+    made: dict[tuple[int, str], int] = {}
     for start in range(0, len(rows), INSERT_CHUNK):
         chunk = [{**_columns(row), "created_at": now, "updated_at": now}
                  for row in rows[start:start + INSERT_CHUNK]]
@@ -375,9 +401,9 @@ def _insert_products(session: Session, rows: list[dict[str, Any]]) -> dict[str, 
             insert(table).values(chunk)
             .on_conflict_do_nothing(index_elements=["executed_reduction_step_id",
                                                     "relative_path"])
-            .returning(table.c.id, table.c.relative_path)
+            .returning(table.c.id, table.c.executed_reduction_step_id, table.c.relative_path)
         )
-        made.update({path: pid for pid, path in session.execute(statement)})
+        made.update({(run_id, path): pid for pid, run_id, path in session.execute(statement)})
     return made
 
 
@@ -389,35 +415,40 @@ def _columns(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record_copies_and_lineage(
-    session: Session, run_id: int, inserted: dict[str, int], rows: list[dict[str, Any]],
-    files: list[FoundFile], processing_location_id: int,
+    session: Session, inserted: dict[tuple[int, str], int],
+    todo: list[tuple[int, FoundFile, dict[str, Any]]], processing_location_id: int,
 ) -> None:
     """A PRESENT copy at the processing location and the flat raw lineage of new products."""
-    paths = {f.relative_path: f.path for f in files}
-    sums = {row["relative_path"]: row["checksum"] for row in rows}
     now = utcnow()
+    made = [(inserted[(run_id, f.relative_path)], run_id, f, row) for run_id, f, row in todo
+            if (run_id, f.relative_path) in inserted]
     session.execute(sa.insert(PhysicalCopy), [
         {"data_product_id": pid, "data_location_id": processing_location_id,
-         "status": PhysicalCopyStatus.PRESENT, "path": str(paths[rel]),
-         "checksum": sums[rel], "verified_at": now}
-        for rel, pid in sorted(inserted.items())
+         "status": PhysicalCopyStatus.PRESENT, "path": str(f.path),
+         "checksum": row["checksum"], "verified_at": now}
+        for pid, _, f, row in sorted(made, key=lambda m: m[0])
     ])
-    raw_ids = sorted(_lineage_raw_ids(session, run_id))
-    if raw_ids:
-        session.execute(sa.insert(data_product_lineage), [
-            {"data_product_id": pid, "raw_data_package_id": rid}
-            for pid in sorted(inserted.values()) for rid in raw_ids
-        ])
+    raw_ids = _lineage_raw_ids(session, sorted({run_id for _, run_id, _, _ in made}))
+    lineage = [{"data_product_id": pid, "raw_data_package_id": rid}
+               for pid, run_id, _, _ in sorted(made, key=lambda m: m[0])
+               for rid in sorted(raw_ids.get(run_id, ()))]
+    if lineage:
+        session.execute(sa.insert(data_product_lineage), lineage)
 
 
-def _lineage_raw_ids(session: Session, run_id: int) -> set[int]:
-    """Every raw package the run descends from: its own raw inputs and its input products'."""
-    direct = set(session.scalars(
-        sa.select(run_input_raw_data_package.c.raw_data_package_id)
-        .where(run_input_raw_data_package.c.executed_reduction_step_id == run_id)))
-    inherited = set(session.scalars(
-        sa.select(data_product_lineage.c.raw_data_package_id)
-        .join(run_input_data_product,
-              run_input_data_product.c.data_product_id == data_product_lineage.c.data_product_id)
-        .where(run_input_data_product.c.executed_reduction_step_id == run_id)))
-    return direct | inherited
+def _lineage_raw_ids(session: Session, run_ids: list[int]) -> dict[int, set[int]]:
+    """Every raw package each run descends from: its own raw inputs and its input
+    products'."""
+    raw = run_input_raw_data_package.c
+    up = run_input_data_product.c
+    rows = session.execute(sa.union(
+        sa.select(raw.executed_reduction_step_id, raw.raw_data_package_id)
+        .where(raw.executed_reduction_step_id.in_(run_ids)),
+        sa.select(up.executed_reduction_step_id, data_product_lineage.c.raw_data_package_id)
+        .join(data_product_lineage,
+              up.data_product_id == data_product_lineage.c.data_product_id)
+        .where(up.executed_reduction_step_id.in_(run_ids))))
+    found: dict[int, set[int]] = {}
+    for run_id, raw_id in rows:
+        found.setdefault(run_id, set()).add(raw_id)
+    return found

@@ -239,8 +239,9 @@ def _ended_members(services, keys: list[str]) -> dict[str, JobEnded]:
 def test_a_poll_finishes_its_ended_members_in_two_transactions_not_two_each(
     ccat_env: Path, tmp_path: Path, make_services,
 ) -> None:
-    """Members a poll found ended are finished together: two commits and one read of what
-    they consumed for two members as for four (``finish_runs``)."""
+    """Members a poll found ended are finished together: for two members as for four, two
+    commits, one read of what they consumed (raw packages, upstream products) and one
+    insert each of their products and of their lineage (``finish_runs``)."""
     _setup(tmp_path)
     services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=6),
                              HostRuntime(), make_stager)
@@ -254,7 +255,9 @@ def test_a_poll_finishes_its_ended_members_in_two_transactions_not_two_each(
             sink.append(1)
 
         def seen(conn, cursor, statement, *args, sink=reads) -> None:
-            if "row_number() OVER" in statement:  # what a run consumed, first rows of each
+            if ("row_number() OVER" in statement  # what a run consumed, first rows of each
+                    or statement.startswith(("INSERT INTO data_product ",
+                                             "INSERT INTO data_product_lineage "))):
                 sink.append(statement)
 
         sa.event.listen(sa.engine.Engine, "commit", committed)
@@ -267,7 +270,7 @@ def test_a_poll_finishes_its_ended_members_in_two_transactions_not_two_each(
         assert all(isinstance(f, RunOutcome) and f.status == RunStatus.COMPLETED
                    and f.n_raw_packages == 1 for f in finished.values()), finished
         counted.append((len(commits), len(reads)))
-    assert counted[0] == counted[1] == (2, 2), counted
+    assert counted[0] == counted[1] == (2, 4), counted
 
 
 def test_a_member_that_cannot_be_collected_fails_alone_among_those_finished_together(
