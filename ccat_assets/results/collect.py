@@ -55,8 +55,6 @@ from ccat_assets.results.contract import (
 #: Threads hashing files at once: enough to overlap I/O with hashing, few enough for a login
 #: node. Hashing is CPU-bound on a warm cache, so more threads than cores gain nothing.
 HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
-#: Rows per multi-row INSERT (well under SQLite's bound-parameter limit).
-INSERT_CHUNK = 500
 
 
 class CollectionError(RuntimeError):
@@ -393,18 +391,16 @@ def _insert_products(session: Session, rows: list[dict[str, Any]]
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" \
         else sqlite.insert
     now = utcnow()
-    made: dict[tuple[int, str], int] = {}
-    for start in range(0, len(rows), INSERT_CHUNK):
-        chunk = [{**_columns(row), "created_at": now, "updated_at": now}
-                 for row in rows[start:start + INSERT_CHUNK]]
-        statement = (
-            insert(table).values(chunk)
-            .on_conflict_do_nothing(index_elements=["executed_reduction_step_id",
-                                                    "relative_path"])
-            .returning(table.c.id, table.c.executed_reduction_step_id, table.c.relative_path)
-        )
-        made.update({(run_id, path): pid for pid, run_id, path in session.execute(statement)})
-    return made
+    # one compiled statement whatever the number of rows, executed as multi-row VALUES
+    # batches by the driver (SQLAlchemy's "insertmanyvalues"), RETURNING included
+    statement = (
+        insert(table)
+        .on_conflict_do_nothing(index_elements=["executed_reduction_step_id", "relative_path"])
+        .returning(table.c.id, table.c.executed_reduction_step_id, table.c.relative_path)
+    )
+    result = session.execute(statement, [{**_columns(row), "created_at": now, "updated_at": now}
+                                         for row in rows])
+    return {(run_id, path): pid for pid, run_id, path in result}
 
 
 def _columns(row: dict[str, Any]) -> dict[str, Any]:
