@@ -29,7 +29,7 @@ from ccat_assets.dagster_face.batch_events import (
     provenance_tags,
 )
 from ccat_assets.dagster_face.catalog import PipelineDef, StepDef
-from ccat_assets.dagster_face.checks import check_names, evaluate_checks
+from ccat_assets.dagster_face.checks import check_names, judge_runs
 from ccat_assets.dagster_face.factory import parent_keys, step_key
 from ccat_assets.dagster_face.materialization import materialize_result
 from ccat_assets.dagster_face.run_failure import batch_failure, member_failure_text
@@ -154,14 +154,14 @@ def _check_evaluations(opsdb: OpsDBResource, asset_key: dg.AssetKey, step: StepD
         return
     names = check_names(step)
     with opsdb.sessions().begin() as session:
-        results = {member.key: evaluate_checks(
-            session, step, member.key, set(names), dagster_run_id,
-            run_id=member.outcome.run_id if member.outcome is not None else None)
-            for member in members}
+        judged = judge_runs(session, [m.outcome.run_id for m in members
+                                      if m.outcome is not None], set(names))
     for member in members:
+        assert member.outcome is not None  # only materialized members are judged
         for name in names:
             yield dg.AssetCheckEvaluation(asset_key=asset_key, check_name=name,
-                                          partition=member.key, **results[member.key][name])
+                                          partition=member.key,
+                                          **judged[member.outcome.run_id][name])
 
 
 def build_batch_jobs(pipeline: PipelineDef) -> list[dg.JobDefinition]:

@@ -19,16 +19,19 @@ import warnings
 from typing import Any
 
 import dagster as dg
-from sqlalchemy.orm import Session
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, selectinload
 
 from ccat_assets.dagster_face.catalog import StepDef
 from ccat_assets.opsdb import ExecutedReductionStep
 from ccat_assets.results.provenance.verify import (
+    FileReport,
+    ThresholdReport,
     latest_completed_run,
-    run_thresholds,
-    science_count,
+    science_counts,
     step_id_for,
-    verify_files,
+    thresholds_of_runs,
+    verify_files_of_runs,
 )
 from resources.opsdb import OpsDBResource
 
@@ -98,17 +101,31 @@ def evaluate_checks(session: Session, step: StepDef, key: str, wanted: set[str],
         reason = f"no completed run of {step.pipeline}/{step.name} for sub-group {key}"
         return {name: {"passed": False, "severity": ERROR, "description": reason}
                 for name in wanted}
-    results: dict[str, dict[str, Any]] = {}
+    return judge_runs(session, [run.id], wanted)[run.id]
+
+
+def judge_runs(session: Session, run_ids: list[int], wanted: set[str]
+               ) -> dict[int, dict[str, dict[str, Any]]]:
+    """run id -> check name -> AssetCheckResult arguments, for completed runs of one step:
+    each check reads what it needs of all the runs at once (a batch judges the members
+    that ended together)."""
+    runs = session.scalars(sa.select(ExecutedReductionStep)
+                           .where(ExecutedReductionStep.id.in_(run_ids))
+                           .options(selectinload(ExecutedReductionStep.config))).all()
+    ids = [run.id for run in runs]
+    results: dict[int, dict[str, dict[str, Any]]] = {run_id: {} for run_id in ids}
     if FILES in wanted:
-        results[FILES] = _files(session, run)
+        for run_id, report in verify_files_of_runs(session, ids).items():
+            results[run_id][FILES] = _files(run_id, report)
     if SCIENCE in wanted:
-        n = science_count(session, run.id)
-        results[SCIENCE] = {
-            "passed": n > 0, "severity": ERROR,
-            "metadata": {"ops-db run id": run.id, "science_products": n},
-            "description": None if n else "final step recorded no SCIENCE product"}
+        for run_id, n in science_counts(session, ids).items():
+            results[run_id][SCIENCE] = {
+                "passed": n > 0, "severity": ERROR,
+                "metadata": {"ops-db run id": run_id, "science_products": n},
+                "description": None if n else "final step recorded no SCIENCE product"}
     if QUALITY in wanted:
-        results[QUALITY] = _quality(session, run)
+        for run_id, thresholds in thresholds_of_runs(session, runs).items():
+            results[run_id][QUALITY] = _quality(run_id, thresholds)
     return results
 
 
@@ -118,10 +135,9 @@ def _listed(items: list[str]) -> str:
     return "\n".join(f"- {i}" for i in shown) + (f"\n- ... and {more} more" if more else "")
 
 
-def _files(session: Session, run: ExecutedReductionStep) -> dict[str, Any]:
-    report = verify_files(session, run.id)
+def _files(run_id: int, report: FileReport) -> dict[str, Any]:
     metadata: dict[str, Any] = {
-        "ops-db run id": run.id, "verified": report.verified,
+        "ops-db run id": run_id, "verified": report.verified,
         "missing": len(report.missing), "mismatched": len(report.mismatched),
         "fits_checksum_failed": len(report.fits_invalid),
         "freed_by_storage_lifecycle": report.not_on_disk_by_design,
@@ -137,10 +153,9 @@ def _files(session: Session, run: ExecutedReductionStep) -> dict[str, Any]:
     return {"passed": report.passed, "severity": ERROR, "metadata": metadata}
 
 
-def _quality(session: Session, run: ExecutedReductionStep) -> dict[str, Any]:
-    report = run_thresholds(session, run)
+def _quality(run_id: int, report: ThresholdReport) -> dict[str, Any]:
     metadata: dict[str, Any] = {
-        "ops-db run id": run.id, "thresholds": dg.MetadataValue.json(report.thresholds),
+        "ops-db run id": run_id, "thresholds": dg.MetadataValue.json(report.thresholds),
         "values_evaluated": report.evaluated, "violations": len(report.violations),
     }
     if report.violations:

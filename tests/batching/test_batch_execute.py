@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from ccat_assets.dagster_face.checks import FILES, QUALITY, judge_runs
 from ccat_assets.execution.batch import execute_batch
 from ccat_assets.execution.execute import (
     Claimed,
@@ -271,6 +272,40 @@ def test_a_poll_finishes_its_ended_members_in_two_transactions_not_two_each(
                    and f.n_raw_packages == 1 for f in finished.values()), finished
         counted.append((len(commits), len(reads)))
     assert counted[0] == counted[1] == (2, 4), counted
+
+
+def test_the_checks_of_members_finished_together_read_the_ops_db_once_for_all(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """A batch judges the members a poll finished together: the step's checks issue as
+    many statements for four members as for two, and every member passes them."""
+    _setup(tmp_path)
+    services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=6),
+                             HostRuntime(), make_stager)
+    ended = _ended_members(services, KEYS)
+    finished = finish_runs(services, list(ended.values()), is_final=False)
+    run_ids = [ended[key].run_id for key in KEYS]
+    counted: list[int] = []
+    for ids in (run_ids[:2], run_ids[2:]):
+        statements: list[str] = []
+
+        def seen(conn, cursor, statement, *args, sink=statements) -> None:
+            sink.append(statement)
+
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+        try:
+            with session_scope() as session:
+                judged = judge_runs(session, ids, {FILES, QUALITY})
+        finally:
+            sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+        assert sorted(judged) == sorted(ids)
+        for run_id, checks in judged.items():  # every product file hashed again, matching
+            assert checks[FILES]["passed"] and checks[QUALITY]["passed"], checks
+            assert checks[FILES]["metadata"]["verified"] == (
+                _products(run_id) + _products(run_id, logs=True)) > 0, checks
+        counted.append(len(statements))
+    assert counted[0] == counted[1], counted
+    assert all(isinstance(f, RunOutcome) for f in finished.values())
 
 
 def test_a_member_that_cannot_be_collected_fails_alone_among_those_finished_together(

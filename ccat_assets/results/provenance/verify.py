@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,16 +114,23 @@ def step_id_for(session: Session, pipeline: str, step: str) -> int | None:
 
 def verify_files(session: Session, run_id: int) -> FileReport:
     """Re-hash every on-disk copy of the run's products; stamp ``verified_at`` on success."""
-    report = FileReport()
+    return verify_files_of_runs(session, [run_id])[run_id]
+
+
+def verify_files_of_runs(session: Session, run_ids: Sequence[int]) -> dict[int, FileReport]:
+    """:func:`verify_files` for many runs: one query for all their copies, and their files
+    hashed together, in parallel (a batch checks the members that ended together)."""
+    reports = {run_id: FileReport() for run_id in run_ids}
     rows = session.execute(
-        sa.select(PhysicalCopy, DataProduct.relative_path, DataProduct.size_bytes,
-                  DataProduct.checksum)
+        sa.select(PhysicalCopy, DataProduct.executed_reduction_step_id,
+                  DataProduct.relative_path, DataProduct.size_bytes, DataProduct.checksum)
         .join(DataProduct, DataProduct.id == PhysicalCopy.data_product_id)
-        .where(DataProduct.executed_reduction_step_id == run_id)
-        .order_by(DataProduct.relative_path)
+        .where(DataProduct.executed_reduction_step_id.in_(list(reports)))
+        .order_by(DataProduct.executed_reduction_step_id, DataProduct.relative_path)
     ).all()
     on_disk = []
-    for copy, rel, size, checksum in rows:
+    for copy, run_id, rel, size, checksum in rows:
+        report = reports[run_id]
         if copy.status not in ON_DISK:
             report.not_on_disk_by_design += 1
             continue
@@ -132,17 +140,17 @@ def verify_files(session: Session, run_id: int) -> FileReport:
         elif path.stat().st_size != size:
             report.mismatched.append(f"{rel} (size {path.stat().st_size}, recorded {size})")
         else:
-            on_disk.append((copy, rel, path, checksum))
-    actual = checksums([p for _c, _r, p, _s in on_disk])
+            on_disk.append((copy, reports[run_id], rel, path, checksum))
+    actual = checksums([p for _c, _r, _rel, p, _s in on_disk])
     now = utcnow()
-    for (copy, rel, path, recorded), found in zip(on_disk, actual, strict=True):
+    for (copy, report, rel, path, recorded), found in zip(on_disk, actual, strict=True):
         fits_ok = _verify_fits(report, rel, path)
         if found != recorded:
             report.mismatched.append(f"{rel} (checksum {found}, recorded {recorded})")
         elif fits_ok:
             copy.verified_at = now
             report.verified += 1
-    return report
+    return reports
 
 
 def _verify_fits(report: FileReport, rel: str, path: Path) -> bool:
@@ -159,10 +167,18 @@ def _verify_fits(report: FileReport, rel: str, path: Path) -> bool:
 
 
 def science_count(session: Session, run_id: int) -> int:
-    return session.scalar(
-        sa.select(sa.func.count()).select_from(DataProduct)
-        .where(DataProduct.executed_reduction_step_id == run_id,
-               DataProduct.data_product_type == DataProductType.SCIENCE)) or 0
+    return science_counts(session, [run_id])[run_id]
+
+
+def science_counts(session: Session, run_ids: Sequence[int]) -> dict[int, int]:
+    """How many SCIENCE products each run recorded, in one query."""
+    counts = dict.fromkeys(run_ids, 0)
+    run = DataProduct.executed_reduction_step_id
+    counts.update(session.execute(  # type: ignore[arg-type]
+        sa.select(run, sa.func.count()).where(
+            run.in_(list(counts)), DataProduct.data_product_type == DataProductType.SCIENCE)
+        .group_by(run)).all())
+    return counts
 
 
 def evaluate_thresholds(thresholds: dict[str, Any],
@@ -207,8 +223,19 @@ def _bound(low: float | None, high: float | None) -> str:
 
 def run_thresholds(session: Session, run: ExecutedReductionStep) -> ThresholdReport:
     """The thresholds of the config the run used, against its products' metrics."""
-    products = [(p.relative_path, dict(p.quality_metrics or {})) for p in session.scalars(
-        sa.select(DataProduct).where(DataProduct.executed_reduction_step_id == run.id,
-                                     DataProduct.data_product_type != DataProductType.LOG)
-        .order_by(DataProduct.relative_path))]
-    return evaluate_thresholds(dict(run.config.quality_thresholds or {}), products)
+    return thresholds_of_runs(session, [run])[run.id]
+
+
+def thresholds_of_runs(session: Session, runs: Sequence[ExecutedReductionStep]
+                       ) -> dict[int, ThresholdReport]:
+    """:func:`run_thresholds` for many runs, their products' metrics read in one query."""
+    metrics: dict[int, list[tuple[str, dict[str, Any]]]] = {run.id: [] for run in runs}
+    for run_id, rel, values in session.execute(
+            sa.select(DataProduct.executed_reduction_step_id, DataProduct.relative_path,
+                      DataProduct.quality_metrics)
+            .where(DataProduct.executed_reduction_step_id.in_(list(metrics)),
+                   DataProduct.data_product_type != DataProductType.LOG)
+            .order_by(DataProduct.executed_reduction_step_id, DataProduct.relative_path)):
+        metrics[run_id].append((rel, dict(values or {})))
+    return {run.id: evaluate_thresholds(dict(run.config.quality_thresholds or {}),
+                                        metrics[run.id]) for run in runs}
