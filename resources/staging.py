@@ -76,23 +76,49 @@ def archive_source(session: Session, package: RawDataPackage, rel: str,
     )
 
 
-def _staged_copy(session: Session, raw_file: RawDataFile, location: DataLocation
-                 ) -> PhysicalCopy | None:
-    return session.scalar(sa.select(PhysicalCopy).filter_by(
-        raw_data_file_id=raw_file.id, data_location_id=location.id))
-
-
 def _staged_copies(session: Session, raw_files: list[RawDataFile], location: DataLocation
                    ) -> dict[int, PhysicalCopy]:
-    """:func:`_staged_copy` of many files in one query, by raw file id."""
+    """The STAGED copy at ``location`` of each of ``raw_files`` that has one, in one query,
+    by raw file id."""
     found: dict[int, PhysicalCopy] = {}
     if not raw_files:
         return found
     for copy in session.scalars(sa.select(PhysicalCopy).where(
             PhysicalCopy.raw_data_file_id.in_([f.id for f in raw_files]),
             PhysicalCopy.data_location_id == location.id)):
-        found.setdefault(copy.raw_data_file_id, copy)  # the first, as _staged_copy's scalar
+        found.setdefault(copy.raw_data_file_id, copy)  # the first, should there be two
     return found
+
+
+_UNREAD: Any = object()
+
+
+class _StagedCopies:
+    """The STAGED copies at one location of the raw files a stager handles, read in one
+    query for every package it is told of at once (:meth:`prefetch`: a batch's, before its
+    members are staged), else in one query per package; kept current as files are staged."""
+
+    def __init__(self, session: Session, location: DataLocation):
+        self.session, self.location = session, location
+        self._by_file: dict[int, PhysicalCopy | None] = {}
+
+    def prefetch(self, packages: list[RawDataPackage]) -> None:
+        files = [f for p in packages for f in p.files if f.id not in self._by_file]
+        found = _staged_copies(self.session, files, self.location)
+        self._by_file.update({f.id: found.get(f.id) for f in files})
+
+    def of(self, package: RawDataPackage, raw_file: RawDataFile) -> PhysicalCopy | None:
+        copy = self._by_file.get(raw_file.id, _UNREAD)
+        if copy is _UNREAD or (copy is not None and copy not in self.session):
+            # not read yet, or recorded by a member whose savepoint was undone since
+            for other in package.files:
+                self._by_file.pop(other.id, None)
+            self.prefetch([package])
+        return self._by_file[raw_file.id]
+
+    def record(self, copy: PhysicalCopy | None, raw_file: RawDataFile, path: str) -> None:
+        """:func:`_record`, remembered: staging the file again finds this copy."""
+        self._by_file[raw_file.id] = _record(self.session, copy, raw_file, self.location, path)
 
 
 def _is_valid(copy: PhysicalCopy | None, raw_file: RawDataFile, size: int | None) -> bool:
@@ -101,7 +127,7 @@ def _is_valid(copy: PhysicalCopy | None, raw_file: RawDataFile, size: int | None
 
 
 def _record(session: Session, copy: PhysicalCopy | None, raw_file: RawDataFile,
-            location: DataLocation, path: str) -> None:
+            location: DataLocation, path: str) -> PhysicalCopy:
     """Record (or refresh) the STAGED PhysicalCopy: only ever after verification."""
     if copy is None:
         copy = PhysicalCopy(raw_data_file_id=raw_file.id, data_location_id=location.id,
@@ -109,6 +135,7 @@ def _record(session: Session, copy: PhysicalCopy | None, raw_file: RawDataFile,
         session.add(copy)
     copy.status, copy.checksum, copy.path = PhysicalCopyStatus.STAGED, raw_file.checksum, path
     copy.verified_at = utcnow()
+    return copy
 
 
 def _mismatch(package: RawDataPackage, raw_file: RawDataFile, actual: str, where: str) -> str:
@@ -118,10 +145,9 @@ def _mismatch(package: RawDataPackage, raw_file: RawDataFile, actual: str, where
 
 @dataclass
 class _Known:
-    """What staging read once for all files of a package: its staged copies here (by raw
-    file id) and, once a file needs copying, its archive copies."""
+    """What staging read once for all files of a package: once a file needs copying, its
+    archive copies."""
 
-    staged: dict[int, PhysicalCopy]
     archive: list[tuple[PhysicalCopy, DataLocation]] | None = None
 
 
@@ -133,14 +159,18 @@ class LocalStager:
         self.location = processing_location
         self.staged_root = Path(processing_location.base_path) / "staged"
         self.transfers = 0  # files actually copied or linked (tests check "not again")
+        self.staged_copies = _StagedCopies(session, processing_location)
+
+    def prefetch(self, packages: list[RawDataPackage]) -> None:
+        """Read the staged copies of every file of ``packages`` at once."""
+        self.staged_copies.prefetch(packages)
 
     def stage_file(self, package: RawDataPackage, raw_file: RawDataFile,
                    known: _Known | None = None) -> Path:
         """The verified staged copy of ``raw_file``, staging it only when needed
-        (``known``: its package's copies, read once for all its files)."""
+        (``known``: its package's archive copies, read once for all its files)."""
         staged = join_inside(self.staged_root, f"{package.name}/{raw_file.relative_path}")
-        copy = (known.staged.get(raw_file.id) if known is not None
-                else _staged_copy(self.session, raw_file, self.location))
+        copy = self.staged_copies.of(package, raw_file)
         size = staged.stat().st_size if staged.is_file() else None
         if _is_valid(copy, raw_file, size):
             return staged
@@ -167,7 +197,7 @@ class LocalStager:
             ) from exc
         finally:
             partial.unlink(missing_ok=True)
-        _record(self.session, copy, raw_file, self.location, str(staged))
+        self.staged_copies.record(copy, raw_file, str(staged))
         return staged
 
     def stage_packages(
@@ -178,7 +208,7 @@ class LocalStager:
         ``progress`` hears of each package when it is done."""
         out = []
         for package in packages:
-            known = _Known(_staged_copies(self.session, list(package.files), self.location))
+            known = _Known()
             for raw_file in package.files:
                 staged = self.stage_file(package, raw_file, known)
                 target = join_inside(run_input_dir, f"{package.name}/{raw_file.relative_path}")
@@ -216,6 +246,11 @@ class SFTPStager:
         self.ssh = ssh or location_connection(processing_location)
         self.staged_root = PurePosixPath(processing_location.base_path) / "staged"
         self.transfers = 0
+        self.staged_copies = _StagedCopies(session, processing_location)
+
+    def prefetch(self, packages: list[RawDataPackage]) -> None:
+        """Read the staged copies of every file of ``packages`` at once."""
+        self.staged_copies.prefetch(packages)
 
     def _remote_size(self, path: str) -> int | None:
         try:
@@ -256,7 +291,7 @@ class SFTPStager:
         todo: list[tuple[RawDataFile, PhysicalCopy | None, PurePosixPath, str]] = []
         for raw_file in package.files:
             staged = _remote_join(self.staged_root, f"{package.name}/{raw_file.relative_path}")
-            copy = _staged_copy(self.session, raw_file, self.location)
+            copy = self.staged_copies.of(package, raw_file)
             if _is_valid(copy, raw_file, self._remote_size(str(staged))):
                 out[raw_file.relative_path] = str(staged)
             else:
@@ -279,7 +314,7 @@ class SFTPStager:
             for raw_file, copy, staged, partial in todo:
                 self.ssh.sftp().posix_rename(partial, str(staged))
                 self.transfers += 1
-                _record(self.session, copy, raw_file, self.location, str(staged))
+                self.staged_copies.record(copy, raw_file, str(staged))
                 out[raw_file.relative_path] = str(staged)
         except (OSError, SSHError) as exc:
             raise StagingError(f"staging {package.name} to {self.location.host} failed: "

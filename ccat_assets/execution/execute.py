@@ -502,6 +502,7 @@ def stage_runs(
                                                for pid in i.subgroup.raw_data_package_ids])
                 location = session.get(DataLocation, step.pipeline.processing_location_id)
                 stager = services.stager_factory(session, location)
+                stager.prefetch(list(packages.values()))
                 for run in step_runs:
                     try:
                         with session.begin_nested():

@@ -27,6 +27,10 @@ PackageDone = Callable[[RawDataPackage], None]
 
 
 class Stager(Protocol):
+    def prefetch(self, packages: list[RawDataPackage]) -> None:
+        """Read what staging needs to know of every file of ``packages`` at once (a batch
+        stages many members, with one stager)."""
+
     def stage_packages(
         self, packages: list[RawDataPackage], run_input_dir: Path, *,
         progress: PackageDone | None = None,

@@ -220,6 +220,36 @@ def test_claiming_a_batch_reads_its_pairs_rows_once_not_per_member(
     assert all(r.run_dir for r in rows)
 
 
+def test_staging_a_batch_reads_the_staged_copies_of_its_files_once(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """The stager learns which of a batch's raw files are staged already in one query for
+    all members (``prefetch``), not one per package: as many for four members as for two;
+    staged again, nothing is copied a second time."""
+    _setup(tmp_path)
+    services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=6),
+                             HostRuntime(), make_stager)
+    counted: list[int] = []
+    for keys in (KEYS[:2], KEYS[2:]):
+        claimed = claim_runs(services, pipeline_name="chai_test", step_name="calibrate",
+                             sub_group_keys=keys, dagster_run_id=f"stage-{len(keys)}")
+        layouts = {c.run_id: c.layout for c in claimed.values() if isinstance(c, Claimed)}
+        reads: list[str] = []
+
+        def seen(conn, cursor, statement, *args, sink=reads) -> None:
+            if "FROM physical_copy" in statement and "raw_data_file_id IN" in statement:
+                sink.append(statement)
+
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+        try:
+            staged = stage_runs(services, layouts, f"stage-{len(keys)}")
+        finally:
+            sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+        assert not [r for r in staged.values() if isinstance(r, RunFailed)], staged
+        counted.append(len(reads))
+    assert counted == [1, 1], counted
+
+
 def _ended_members(services, keys: list[str]) -> dict[str, JobEnded]:
     """Claim, stage and run ``keys`` of calibrate as one array to the end, unfinished."""
     claimed = claim_runs(services, pipeline_name="chai_test", step_name="calibrate",
