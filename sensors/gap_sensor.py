@@ -13,6 +13,7 @@ from ccat_assets.dagster_face.catalog import PipelineDef
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.settings import get_settings
 from sensors.arrivals import Cursor
+from sensors.instance import sensor_instance
 from sensors.tick import plan_tick
 
 
@@ -46,7 +47,7 @@ def build_gap_sensor(pipeline: PipelineDef, *, served: bool, interval_seconds: i
         tags={"ccat/pipeline": pipeline.name},
     )
     def _gap_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        tick = plan_tick(context.instance, pipeline, cursor=Cursor.parse(context.cursor),
+        tick = plan_tick(sensor_instance(context), pipeline, cursor=Cursor.parse(context.cursor),
                          now=utcnow(), settings=get_settings())
         for request in tick.run_requests:
             context.log.info(f"launch {request.tags['ccat/step']}/{request.tags['ccat/sub_group']}"

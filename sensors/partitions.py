@@ -31,6 +31,7 @@ from ccat_assets.opsdb.retired import retired_keys
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
 from sensors.arrivals import Cursor, read_arrivals
+from sensors.instance import sensor_instance
 
 ADD_BATCH = 1000
 PARTITIONS_SENSOR = "ccat_partitions_sensor"
@@ -144,7 +145,7 @@ def build_partitions_sensor(pipelines: Sequence[PipelineDef],
             wanted = active_subgroup_keys(session, pipelines)
             observations = [o for g in sorted({p.grouping for p in pipelines})
                             if (o := grouping_observation(session, g)) is not None]
-        requests = missing_partitions(context.instance, wanted)
+        requests = missing_partitions(sensor_instance(context), wanted)
         if requests:
             context.log.info(f"registering {sum(len(r.partition_keys) for r in requests)} "
                              "new sub-group(s) as partitions")

@@ -23,6 +23,7 @@ from ccat_assets.execution.queued_rows import QueuedPair, record_queued
 from ccat_assets.opsdb import ExecutedReductionStep
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
+from sensors.instance import sensor_instance
 from sensors.queued import pairs_of_run, pipeline_of_run
 
 QUEUED_RUNS_SENSOR = "ccat_queued_runs_sensor"
@@ -80,7 +81,7 @@ def build_queued_runs_sensor(catalog: Sequence[PipelineDef],
         tags={"ccat/kind": "queued-runs"},
     )
     def _queued_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-        written = record_queued_runs(context.instance, catalog)
+        written = record_queued_runs(sensor_instance(context), catalog)
         rows = sum(len(ids) for ids in written.values())
         return dg.SkipReason(f"wrote {rows} PENDING row(s) for {len(written)} queued run(s)"
                              if written else "every queued run has its rows")

@@ -58,6 +58,7 @@ from ccat_assets.opsdb.session import session_scope
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.settings import Settings, get_settings
 from resources.hpc import make_backend
+from sensors.instance import sensor_instance
 
 Log = Callable[[str], None]
 
@@ -290,4 +291,4 @@ def _cancel_jobs(backend: _Lazy, candidates: list[_Candidate], log: Log) -> None
 )
 def ccat_reconcile_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     """Launches nothing: the tick's message says what was repaired."""
-    return dg.SkipReason(summary(reconcile(context.instance, log=context.log.info)))
+    return dg.SkipReason(summary(reconcile(sensor_instance(context), log=context.log.info)))

@@ -24,6 +24,7 @@ from ccat_assets.dagster_face.factory import build_pipeline_jobs
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.settings import get_settings
 from sensors.arrivals import Cursor
+from sensors.instance import sensor_instance
 from sensors.tick import plan_tick
 
 
@@ -77,11 +78,12 @@ def _schedule(pipeline: PipelineDef, job_name: str, steps: tuple[StepDef, ...],
         tags={"ccat/pipeline": pipeline.name},
     )
     def _gap_schedule(context: dg.ScheduleEvaluationContext):
-        tick = plan_tick(context.instance, pipeline, cursor=Cursor(), now=utcnow(),
+        instance = sensor_instance(context)
+        tick = plan_tick(instance, pipeline, cursor=Cursor(), now=utcnow(),
                          settings=get_settings(), follow_arrivals=False, steps=names,
                          batching=batching)
         for request in tick.partition_requests:
-            context.instance.add_dynamic_partitions(request.partitions_def_name,
+            instance.add_dynamic_partitions(request.partitions_def_name,
                                                     list(request.partition_keys))
         if not tick.run_requests:
             return dg.SkipReason(tick.summary)
