@@ -166,10 +166,6 @@ def _verify_fits(report: FileReport, rel: str, path: Path) -> bool:
     return not problems
 
 
-def science_count(session: Session, run_id: int) -> int:
-    return science_counts(session, [run_id])[run_id]
-
-
 def science_counts(session: Session, run_ids: Sequence[int]) -> dict[int, int]:
     """How many SCIENCE products each run recorded, in one query."""
     counts = dict.fromkeys(run_ids, 0)
@@ -221,14 +217,9 @@ def _bound(low: float | None, high: float | None) -> str:
     return "no bound"
 
 
-def run_thresholds(session: Session, run: ExecutedReductionStep) -> ThresholdReport:
-    """The thresholds of the config the run used, against its products' metrics."""
-    return thresholds_of_runs(session, [run])[run.id]
-
-
 def thresholds_of_runs(session: Session, runs: Sequence[ExecutedReductionStep]
                        ) -> dict[int, ThresholdReport]:
-    """:func:`run_thresholds` for many runs, their products' metrics read in one query."""
+    """Each run's config thresholds against its products' metrics, read in one query."""
     metrics: dict[int, list[tuple[str, dict[str, Any]]]] = {run.id: [] for run in runs}
     for run_id, rel, values in session.execute(
             sa.select(DataProduct.executed_reduction_step_id, DataProduct.relative_path,
