@@ -366,6 +366,21 @@ class Chaos:
             return
 
 
+def killed_run_outcomes(killed: list[str], runs: list[Any]) -> dict[str, Any]:
+    """How each killed run ended, and the killed runs that neither succeeded nor were retried.
+
+    A kill can land after the run's work is done (its success already stored, the worker
+    exiting): such a run ends SUCCESS and rightly has no retry. Every other killed run must
+    have been retried by Dagster.
+    """
+    status = {r.run_id: r.status.value for r in runs}
+    retried = {r.parent_run_id for r in runs if r.parent_run_id}
+    ended = Counter(status.get(run_id, "MISSING") for run_id in killed)
+    return {"killed_run_status": dict(ended),
+            "killed_runs_not_retried": [run_id for run_id in killed if run_id not in retried
+                                        and status.get(run_id) != "SUCCESS"]}
+
+
 def _run_id_of(pid: int, instance: Any) -> str | None:
     """The run a worker executes: it announced its pid in the run's first event."""
     import dagster as dg
@@ -791,7 +806,8 @@ def run_load(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "daemon": samples.daemon.as_dict(), "code_server": samples.code_server.as_dict(),
         "sampling_errors": samples.errors[:5],
         "chaos": None if chaos is None else {"run_workers_killed": len(chaos.killed_runs),
-                                              "daemon_killed": chaos.daemon_kills},
+                                              "daemon_killed": chaos.daemon_kills,
+                                              **killed_run_outcomes(chaos.killed_runs, runs)},
         "checks": checks,
     }
 

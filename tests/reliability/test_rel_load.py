@@ -88,4 +88,7 @@ def test_load_under_chaos_keeps_every_guarantee(results: dict[str, Any]) -> None
     chaos = data["result"]["chaos"]
     assert chaos["daemon_killed"] == 1, chaos
     assert chaos["run_workers_killed"] >= 1, chaos
-    assert data["result"]["dagster_run_retries"] >= chaos["run_workers_killed"], data["result"]
+    # A kill that lands after the run's success is stored leaves a SUCCESS run with nothing
+    # to retry; every other killed run was retried.
+    assert chaos["killed_runs_not_retried"] == [], chaos
+    assert data["result"]["dagster_run_retries"] >= 1, data["result"]
