@@ -20,8 +20,8 @@ SQLAlchemy pool per process instead. What Dagster's webserver already does for i
   and never waits for one: a storage call can open a second connection while it holds a
   first (an event and its index), so a bounded pool deadlocks under enough threads (the
   test with eight threads did). ``pool.max_overflow`` bounds the extras only if set;
-- every connection is checked before use (``pool_pre_ping``), so a restarted PostgreSQL
-  costs a reconnect, not a failed call;
+- a connection that sat idle is checked before use (``ccat_assets/opsdb/liveness.py``), so
+  a restarted PostgreSQL costs a reconnect, not a failed call;
 - connections are closed when the instance is disposed (a code server builds an instance
   per request and disposes it) and recycled after ``pool.recycle_seconds``.
 
@@ -30,7 +30,7 @@ The webserver still replaces the engines with its own (``optimize_for_webserver`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +47,8 @@ from dagster_postgres.utils import (
     get_token_provider_from_config,
     pg_url_from_config,
 )
+
+from ccat_assets.opsdb.liveness import ping_when_idle
 
 #: Connections kept open per storage (run, event log, schedule) in each process.
 DEFAULT_POOL_SIZE = 4
@@ -71,18 +73,18 @@ def pool_config() -> UserConfigSchema:
 
 def pooled_engine(storage: Any, pool: Mapping[str, int]) -> sa.Engine:
     """An engine like the storage's own (same URL, options and token provider, autocommit)
-    that keeps ``pool['size']`` connections open and pings each before use."""
+    that keeps ``pool['size']`` connections open and pings one before use if it sat idle."""
     kwargs: dict[str, Any] = {
         "isolation_level": "AUTOCOMMIT",
         "pool_size": pool.get("size", DEFAULT_POOL_SIZE),
         "max_overflow": pool.get("max_overflow", DEFAULT_MAX_OVERFLOW),
         "pool_recycle": pool.get("recycle_seconds", DEFAULT_RECYCLE_SECONDS),
-        "pool_pre_ping": True,
     }
     options = storage._engine.url.query.get("options")
     if options:
         kwargs["connect_args"] = {"options": options}
-    return create_pg_engine(storage.postgres_url, storage._token_provider, **kwargs)
+    return ping_when_idle(
+        create_pg_engine(storage.postgres_url, storage._token_provider, **kwargs))
 
 
 class _Pooled:
@@ -108,31 +110,57 @@ class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
     """Dagster's PostgreSQL run storage with pooled connections."""
 
 
-class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
-    """Dagster's PostgreSQL event-log storage with pooled connections, which remembers the
-    tables it found.
+class _RemembersWhatItFound:
+    """Remembers the tables (and migrated indexes) a storage found, instead of asking the
+    server's catalog again at every call.
 
-    Why: dagster-postgres asks the server's catalog whether a table exists before every
-    asset check event (``supports_asset_checks``) and every materialization with tags, so
-    that an instance not yet migrated fails clearly: three to six catalog queries per batch
-    member. A table found stays found in a running process (nothing here drops Dagster's
-    tables); a table not found is asked about again, so a migration is seen at once.
+    Why: dagster-postgres asks whether a table exists before every asset check event
+    (``supports_asset_checks``) and every materialization with tags, and the schedule storage
+    asks twice (the instigators table, the secondary-index table) in every read and write of
+    a sensor's state, so that an instance not yet migrated fails clearly: three to six
+    catalog queries per batch member, and a seventh of the daemon's CPU with one-second
+    sensors. A table found stays found in a running process (nothing here drops Dagster's
+    tables), and so does an index migration found completed; what was not found is asked
+    about again, so a migration is seen at once.
     """
 
-    _tables_found: set[str]
-
-    def has_table(self, table_name: str) -> bool:
-        found = self.__dict__.setdefault("_tables_found", set())
-        if table_name in found:
+    def _found(self, what: str, ask: Callable[[], bool]) -> bool:
+        found = self.__dict__.setdefault("_what_was_found", set())
+        if what in found:
             return True
-        if super().has_table(table_name):
-            found.add(table_name)
+        if ask():
+            found.add(what)
             return True
         return False
 
 
-class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
-    """Dagster's PostgreSQL schedule storage with pooled connections."""
+class PooledPostgresEventLogStorage(_RemembersWhatItFound, _Pooled, PostgresEventLogStorage):
+    """Dagster's PostgreSQL event-log storage with pooled connections, which remembers the
+    tables it found."""
+
+    def has_table(self, table_name: str) -> bool:
+        ask = super().has_table
+        return self._found(f"table {table_name}", lambda: ask(table_name))
+
+
+class PooledPostgresScheduleStorage(_RemembersWhatItFound, _Pooled, PostgresScheduleStorage):
+    """Dagster's PostgreSQL schedule storage with pooled connections, which remembers the
+    tables and the index migrations it found."""
+
+    def _has_instigators_table(self, conn: sa.Connection) -> bool:
+        ask = super()._has_instigators_table
+        return self._found("table instigators", lambda: ask(conn))
+
+    def _has_asset_daemon_asset_evaluations_table(self, conn: sa.Connection) -> bool:
+        ask = super()._has_asset_daemon_asset_evaluations_table
+        return self._found("table asset_daemon_asset_evaluations", lambda: ask(conn))
+
+    def has_secondary_index_table(self) -> bool:
+        return self._found("table secondary_indexes", super().has_secondary_index_table)
+
+    def has_built_index(self, migration_name: str) -> bool:
+        ask = super().has_built_index
+        return self._found(f"index {migration_name}", lambda: ask(migration_name))
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from ccat_assets.opsdb.liveness import ping_when_idle
 from ccat_assets.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -46,7 +47,7 @@ def create_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         sa.event.listen(engine, "connect", _configure_sqlite)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return ping_when_idle(sa.create_engine(url, pool_size=5, max_overflow=5))
 
 
 _ENGINES: dict[str, sa.Engine] = {}

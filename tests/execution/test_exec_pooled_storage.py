@@ -10,6 +10,7 @@ holds.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 
 from bench.scratch_db import scratch_postgres_database
 from ccat_assets.dagster_face.pooled_storage import PooledPostgresStorage
+from ccat_assets.opsdb.liveness import PING_AFTER_IDLE_S
 from resources.dagster_storage import pool_storage_connections
 from tests.conftest import PG_URL, _postgres_reachable, require_service
 from tests.execution.test_exec_storage_pool import connections_to, store_events
@@ -90,7 +92,9 @@ def test_disposing_the_instance_closes_its_connections(
 
 def test_a_connection_the_server_dropped_is_replaced_before_use(
         tmp_path: Path, scratch_db: tuple[str, str]) -> None:
-    """As after a PostgreSQL restart: the pooled connections are dead, the calls succeed."""
+    """As after a PostgreSQL restart: the pooled connections are dead, the calls succeed.
+    (A restart takes seconds, so a connection it killed has sat idle longer than the pool's
+    ping threshold when next used: the same here.)"""
     url, database = scratch_db
     with instance_at(tmp_path, url) as instance:
         store_events(instance, 2)
@@ -100,6 +104,7 @@ def test_a_connection_the_server_dropped_is_replaced_before_use(
         with admin.begin() as conn:
             for pid in before:
                 conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        time.sleep(2 * PING_AFTER_IDLE_S)
         store_events(instance, 2)
         assert instance.get_runs_count() == 0
         assert connections_to(database).isdisjoint(before)
@@ -172,3 +177,24 @@ def test_a_table_found_is_not_asked_about_again_a_missing_one_is(
         assert not storage.has_table("no_such_table")
         assert not storage.has_table("no_such_table")
         assert len(queries) == asked + 2
+
+
+def test_the_schedule_storage_remembers_its_tables_and_built_indexes(
+        tmp_path: Path, scratch_db: tuple[str, str]) -> None:
+    """Reading a sensor's state asked the catalog for two tables and whether an index was
+    built, each time (four statements); found once (here: as the instance started), each
+    read is the one statement that reads the state."""
+    url, _ = scratch_db
+    with instance_at(tmp_path, url) as instance:
+        storage = instance.schedule_storage
+        assert storage is not None
+        queries: list[str] = []
+        sa.event.listen(storage._engine, "before_cursor_execute",  # noqa: SLF001
+                        lambda *args: queries.append(args[2]))
+        for _ in range(3):
+            storage.get_instigator_state("origin", "selector")
+        assert len(queries) == 3, queries
+        assert all("FROM instigators" in query for query in queries), queries
+        assert not storage.has_built_index("no_such_migration")
+        assert not storage.has_built_index("no_such_migration")
+        assert len(queries) == 5  # an index not built is asked about every time

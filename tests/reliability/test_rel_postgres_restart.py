@@ -1,7 +1,8 @@
 """PostgreSQL restarted (``pg_ctlcluster ... restart``) during a run, on a real local job:
 
 * while the job is polled: the run completes, every product is recorded once, and no row is
-  left in flight. The engine's ``pool_pre_ping`` replaces the connections the restart killed.
+  left in flight. The engine's pool replaces the connections the restart killed: each sat
+  idle through the restart, so it is pinged before use (``ccat_assets/opsdb/liveness.py``).
 * inside the collection transaction: the transaction is lost and the run raises, having
   recorded nothing, its row still COLLECTING_RESULTS. Then either Dagster retries it (a retry
   run whose parent is the failed run): reconciliation leaves the row to the retry, which
