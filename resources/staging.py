@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -52,13 +51,24 @@ class StagingError(RuntimeError):
 def archive_copies(session: Session, package: RawDataPackage
                    ) -> list[tuple[PhysicalCopy, DataLocation]]:
     """The package's PRESENT copies at non-processing locations, best first."""
-    return [(copy, location) for copy, location in session.execute(
-        sa.select(PhysicalCopy, DataLocation)
-        .join(DataLocation, PhysicalCopy.data_location_id == DataLocation.id)
-        .where(PhysicalCopy.raw_data_package_id == package.id,
-               PhysicalCopy.status == PhysicalCopyStatus.PRESENT,
-               DataLocation.location_type != LocationType.PROCESSING)
-        .order_by(DataLocation.priority.desc(), DataLocation.id))]
+    return archive_copies_of(session, [package])[package.id]
+
+
+def archive_copies_of(session: Session, packages: list[RawDataPackage]
+                      ) -> dict[int, list[tuple[PhysicalCopy, DataLocation]]]:
+    """:func:`archive_copies` of each of ``packages``, in one query, by package id."""
+    found: dict[int, list[tuple[PhysicalCopy, DataLocation]]] = {p.id: [] for p in packages}
+    if not found:
+        return found
+    for copy, location in session.execute(
+            sa.select(PhysicalCopy, DataLocation)
+            .join(DataLocation, PhysicalCopy.data_location_id == DataLocation.id)
+            .where(PhysicalCopy.raw_data_package_id.in_(list(found)),
+                   PhysicalCopy.status == PhysicalCopyStatus.PRESENT,
+                   DataLocation.location_type != LocationType.PROCESSING)
+            .order_by(DataLocation.priority.desc(), DataLocation.id)):
+        found[copy.raw_data_package_id].append((copy, location))
+    return found
 
 
 def archive_source(session: Session, package: RawDataPackage, rel: str,
@@ -94,18 +104,29 @@ _UNREAD: Any = object()
 
 
 class _StagedCopies:
-    """The STAGED copies at one location of the raw files a stager handles, read in one
-    query for every package it is told of at once (:meth:`prefetch`: a batch's, before its
-    members are staged), else in one query per package; kept current as files are staged."""
+    """What a stager reads of the copies of the raw files it handles: their STAGED copies at
+    its location, and each package's archive copies to stage from. Read in one query each for
+    every package it is told of at once (:meth:`prefetch`: a batch's, before its members are
+    staged), else per package as it is staged; the staged copies kept current as files are
+    staged."""
 
     def __init__(self, session: Session, location: DataLocation):
         self.session, self.location = session, location
         self._by_file: dict[int, PhysicalCopy | None] = {}
+        self._archive: dict[int, list[tuple[PhysicalCopy, DataLocation]]] = {}
 
     def prefetch(self, packages: list[RawDataPackage]) -> None:
         files = [f for p in packages for f in p.files if f.id not in self._by_file]
         found = _staged_copies(self.session, files, self.location)
         self._by_file.update({f.id: found.get(f.id) for f in files})
+        self._archive.update(archive_copies_of(
+            self.session, [p for p in packages if p.id not in self._archive]))
+
+    def archive(self, package: RawDataPackage) -> list[tuple[PhysicalCopy, DataLocation]]:
+        """The package's archive copies, best first (:func:`archive_copies`)."""
+        if package.id not in self._archive:
+            self._archive[package.id] = archive_copies(self.session, package)
+        return self._archive[package.id]
 
     def of(self, package: RawDataPackage, raw_file: RawDataFile) -> PhysicalCopy | None:
         copy = self._by_file.get(raw_file.id, _UNREAD)
@@ -143,14 +164,6 @@ def _mismatch(package: RawDataPackage, raw_file: RawDataFile, actual: str, where
             f"does not match the recorded {raw_file.checksum}")
 
 
-@dataclass
-class _Known:
-    """What staging read once for all files of a package: once a file needs copying, its
-    archive copies."""
-
-    archive: list[tuple[PhysicalCopy, DataLocation]] | None = None
-
-
 class LocalStager:
     """Staging where the archive copy and the processing location share this machine."""
 
@@ -162,22 +175,18 @@ class LocalStager:
         self.staged_copies = _StagedCopies(session, processing_location)
 
     def prefetch(self, packages: list[RawDataPackage]) -> None:
-        """Read the staged copies of every file of ``packages`` at once."""
+        """Read the staged and archive copies of every file of ``packages`` at once."""
         self.staged_copies.prefetch(packages)
 
-    def stage_file(self, package: RawDataPackage, raw_file: RawDataFile,
-                   known: _Known | None = None) -> Path:
-        """The verified staged copy of ``raw_file``, staging it only when needed
-        (``known``: its package's archive copies, read once for all its files)."""
+    def stage_file(self, package: RawDataPackage, raw_file: RawDataFile) -> Path:
+        """The verified staged copy of ``raw_file``, staging it only when needed."""
         staged = join_inside(self.staged_root, f"{package.name}/{raw_file.relative_path}")
         copy = self.staged_copies.of(package, raw_file)
         size = staged.stat().st_size if staged.is_file() else None
         if _is_valid(copy, raw_file, size):
             return staged
-        if known is not None and known.archive is None:
-            known.archive = archive_copies(self.session, package)
         source = archive_source(self.session, package, raw_file.relative_path,
-                                known.archive if known is not None else None)
+                                self.staged_copies.archive(package))
         staged.parent.mkdir(parents=True, exist_ok=True)
         partial = staged.with_name(f".{staged.name}.partial")
         try:
@@ -208,9 +217,8 @@ class LocalStager:
         ``progress`` hears of each package when it is done."""
         out = []
         for package in packages:
-            known = _Known()
             for raw_file in package.files:
-                staged = self.stage_file(package, raw_file, known)
+                staged = self.stage_file(package, raw_file)
                 target = join_inside(run_input_dir, f"{package.name}/{raw_file.relative_path}")
                 link_or_copy(staged, target)
                 out.append(StagedInput(
@@ -249,7 +257,7 @@ class SFTPStager:
         self.staged_copies = _StagedCopies(session, processing_location)
 
     def prefetch(self, packages: list[RawDataPackage]) -> None:
-        """Read the staged copies of every file of ``packages`` at once."""
+        """Read the staged and archive copies of every file of ``packages`` at once."""
         self.staged_copies.prefetch(packages)
 
     def _remote_size(self, path: str) -> int | None:
@@ -301,7 +309,8 @@ class SFTPStager:
             return out
         try:
             for raw_file, _copy, staged, partial in todo:
-                source = archive_source(self.session, package, raw_file.relative_path)
+                source = archive_source(self.session, package, raw_file.relative_path,
+                                        self.staged_copies.archive(package))
                 self.ssh.makedirs(str(staged.parent))
                 read = self._upload(source, partial)
                 if read != raw_file.checksum:

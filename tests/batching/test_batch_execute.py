@@ -220,12 +220,12 @@ def test_claiming_a_batch_reads_its_pairs_rows_once_not_per_member(
     assert all(r.run_dir for r in rows)
 
 
-def test_staging_a_batch_reads_the_staged_copies_of_its_files_once(
+def test_staging_a_batch_reads_the_copies_of_its_files_once(
     ccat_env: Path, tmp_path: Path, make_services,
 ) -> None:
-    """The stager learns which of a batch's raw files are staged already in one query for
-    all members (``prefetch``), not one per package: as many for four members as for two;
-    staged again, nothing is copied a second time."""
+    """The stager learns which of a batch's raw files are staged already, and where each
+    package's archive copies are, in one query each for all members (``prefetch``), not one
+    per package: as many for four members as for two."""
     _setup(tmp_path)
     services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=6),
                              HostRuntime(), make_stager)
@@ -237,7 +237,9 @@ def test_staging_a_batch_reads_the_staged_copies_of_its_files_once(
         reads: list[str] = []
 
         def seen(conn, cursor, statement, *args, sink=reads) -> None:
-            if "FROM physical_copy" in statement and "raw_data_file_id IN" in statement:
+            if "FROM physical_copy" in statement and (
+                    "raw_data_file_id IN" in statement
+                    or "physical_copy.raw_data_package_id" in statement):
                 sink.append(statement)
 
         sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
@@ -246,8 +248,9 @@ def test_staging_a_batch_reads_the_staged_copies_of_its_files_once(
         finally:
             sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
         assert not [r for r in staged.values() if isinstance(r, RunFailed)], staged
-        counted.append(len(reads))
-    assert counted == [1, 1], counted
+        counted.append((sum("raw_data_file_id IN" in r for r in reads),
+                        sum("raw_data_package_id IN" in r for r in reads), len(reads)))
+    assert counted == [(1, 1, 2), (1, 1, 2)], counted
 
 
 def _ended_members(services, keys: list[str]) -> dict[str, JobEnded]:
