@@ -23,7 +23,9 @@ SQLAlchemy pool per process instead. What Dagster's webserver already does for i
 - a connection that sat idle is checked before use (``ccat_assets/opsdb/liveness.py``), so
   a restarted PostgreSQL costs a reconnect, not a failed call;
 - connections are closed when the instance is disposed (a code server builds an instance
-  per request and disposes it) and recycled after ``pool.recycle_seconds``.
+  per request and disposes it) and recycled after ``pool.recycle_seconds``;
+- the tables a storage found are remembered, and a check evaluation's execution row is
+  written in one statement (``check_execution_rows.py``).
 
 The webserver still replaces the engines with its own (``optimize_for_webserver``).
 """
@@ -36,6 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 from dagster import Field, IntSource
 from dagster._config.config_schema import UserConfigSchema
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.config import pg_config
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres.event_log import PostgresEventLogStorage
@@ -48,6 +51,7 @@ from dagster_postgres.utils import (
     pg_url_from_config,
 )
 
+from ccat_assets.dagster_face.check_execution_rows import record_check_execution
 from ccat_assets.opsdb.liveness import ping_when_idle
 
 #: Connections kept open per storage (run, event log, schedule) in each process.
@@ -106,21 +110,20 @@ class _Pooled:
         self._engine.dispose()
 
 
-class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
-    """Dagster's PostgreSQL run storage with pooled connections."""
 
 
 class _RemembersWhatItFound:
-    """Remembers the tables (and migrated indexes) a storage found, instead of asking the
-    server's catalog again at every call.
+    """Remembers the tables, columns and migrated indexes a storage found, instead of asking
+    the server's catalog again at every call.
 
-    Why: dagster-postgres asks whether a table exists before every asset check event
-    (``supports_asset_checks``) and every materialization with tags, and the schedule storage
-    asks twice (the instigators table, the secondary-index table) in every read and write of
-    a sensor's state, so that an instance not yet migrated fails clearly: three to six
-    catalog queries per batch member, and a seventh of the daemon's CPU with one-second
-    sensors. A table found stays found in a running process (nothing here drops Dagster's
-    tables), and so does an index migration found completed; what was not found is asked
+    Why: so that an instance not yet migrated fails clearly, Dagster asks the catalog whether
+    a table or column exists before every asset check event (``supports_asset_checks``) and
+    every materialization (the asset-key columns), at every read of runs (the run-stats
+    columns) and twice in every read and write of a sensor's state (the instigators and
+    secondary-index tables): three to six catalog queries per batch member, and with
+    one-second sensors a tenth or more of the daemon's and the code server's CPU (py-spy,
+    docs/batching.md). A table or column found stays found in a running process (nothing here drops
+    Dagster's), and so does an index migration found completed; what was not found is asked
     about again, so a migration is seen at once.
     """
 
@@ -134,13 +137,46 @@ class _RemembersWhatItFound:
         return False
 
 
+class PooledPostgresRunStorage(_RemembersWhatItFound, _Pooled, PostgresRunStorage):
+    """Dagster's PostgreSQL run storage with pooled connections, which remembers the columns
+    and tables it found (it asks for the runs table's columns at every read of runs)."""
+
+    def has_run_stats_index_cols(self) -> bool:
+        return self._found("columns runs.start_time, end_time", super().has_run_stats_index_cols)
+
+    def has_backfill_id_column(self) -> bool:
+        return self._found("column runs.backfill_id", super().has_backfill_id_column)
+
+    def has_bulk_actions_selector_cols(self) -> bool:
+        return self._found("column bulk_actions.selector_id",
+                           super().has_bulk_actions_selector_cols)
+
+    def has_bulk_action_job_name_column(self) -> bool:
+        return self._found("column bulk_actions.job_name",
+                           super().has_bulk_action_job_name_column)
+
+    def has_backfill_tags_table(self) -> bool:
+        return self._found("table backfill_tags", super().has_backfill_tags_table)
+
+
 class PooledPostgresEventLogStorage(_RemembersWhatItFound, _Pooled, PostgresEventLogStorage):
     """Dagster's PostgreSQL event-log storage with pooled connections, which remembers the
-    tables it found."""
+    tables it found and records a check evaluation's execution row in one statement."""
 
     def has_table(self, table_name: str) -> bool:
         ask = super().has_table
         return self._found(f"table {table_name}", lambda: ask(table_name))
+
+    def _has_asset_key_col_on_connection(self, conn: sa.Connection, column_name: str) -> bool:
+        ask = super()._has_asset_key_col_on_connection
+        return self._found(f"column asset_keys.{column_name}", lambda: ask(conn, column_name))
+
+    def _update_asset_check_evaluation(self, event: EventLogEntry, event_id: int | None
+                                       ) -> None:
+        """Dagster's row of a check evaluation in a run, in one round trip
+        (:func:`~ccat_assets.dagster_face.check_execution_rows.record_check_execution`)."""
+        with self.index_connection() as conn:
+            record_check_execution(conn, event, event_id, self._event_insert_timestamp(event))
 
 
 class PooledPostgresScheduleStorage(_RemembersWhatItFound, _Pooled, PostgresScheduleStorage):

@@ -198,3 +198,22 @@ def test_the_schedule_storage_remembers_its_tables_and_built_indexes(
         assert not storage.has_built_index("no_such_migration")
         assert not storage.has_built_index("no_such_migration")
         assert len(queries) == 5  # an index not built is asked about every time
+
+
+def test_reading_runs_and_storing_events_asks_the_catalog_nothing_once_warm(
+        tmp_path: Path, scratch_db: tuple[str, str]) -> None:
+    """Dagster asks the catalog for the runs table's columns at every read of runs, and for
+    the asset-key columns at every materialization; found once, they are remembered."""
+    url, _ = scratch_db
+    with instance_at(tmp_path, url) as instance:
+        catalog: list[str] = []
+        for storage in (instance.run_storage, instance.event_log_storage):
+            sa.event.listen(storage._engine, "before_cursor_execute",  # noqa: SLF001
+                            lambda *args: catalog.append(args[2]) if "pg_catalog" in args[2]
+                            else None)
+        for _ in range(2):  # the first round may ask; the second must not
+            catalog.clear()
+            instance.get_runs(limit=5)
+            instance.get_run_records(limit=5)
+            store_events(instance, 2)
+        assert catalog == []
