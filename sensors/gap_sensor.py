@@ -12,6 +12,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from ccat_assets.dagster_face.catalog import PipelineDef
 from ccat_assets.opsdb.types import utcnow
 from ccat_assets.settings import get_settings
+from resources.forkserver_warmup import warm_forkserver
 from sensors.arrivals import Cursor
 from sensors.instance import sensor_instance
 from sensors.tick import plan_tick
@@ -47,8 +48,11 @@ def build_gap_sensor(pipeline: PipelineDef, *, served: bool, interval_seconds: i
         tags={"ccat/pipeline": pipeline.name},
     )
     def _gap_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        tick = plan_tick(sensor_instance(context), pipeline, cursor=Cursor.parse(context.cursor),
+        instance = sensor_instance(context)
+        tick = plan_tick(instance, pipeline, cursor=Cursor.parse(context.cursor),
                          now=utcnow(), settings=get_settings())
+        if tick.run_requests:
+            warm_forkserver(instance)  # imports while the daemon queues and launches them
         for request in tick.run_requests:
             context.log.info(f"launch {request.tags['ccat/step']}/{request.tags['ccat/sub_group']}"
                              f" ({request.tags['ccat/reason']})")

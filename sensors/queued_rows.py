@@ -23,6 +23,7 @@ from ccat_assets.execution.queued_rows import QueuedPair, record_queued
 from ccat_assets.opsdb import ExecutedReductionStep
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
+from resources.forkserver_warmup import warm_forkserver
 from sensors.instance import sensor_instance
 from sensors.queued import pairs_of_run, pipeline_of_run
 
@@ -81,7 +82,10 @@ def build_queued_runs_sensor(catalog: Sequence[PipelineDef],
         tags={"ccat/kind": "queued-runs"},
     )
     def _queued_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-        written = record_queued_runs(sensor_instance(context), catalog)
+        instance = sensor_instance(context)
+        written = record_queued_runs(instance, catalog)
+        if written:  # newly queued runs, whoever queued them, start in the code server soon
+            warm_forkserver(instance)
         rows = sum(len(ids) for ids in written.values())
         return dg.SkipReason(f"wrote {rows} PENDING row(s) for {len(written)} queued run(s)"
                              if written else "every queued run has its rows")

@@ -21,8 +21,10 @@ Dagster's: it announces its pid, run monitoring checks it, a kill of the code se
 group takes it.
 
 ``CCAT_WORKFLOW_MANAGER_PRELOADED_RUN_WORKERS=false`` keeps Dagster's spawn. A code server
-started anew (on every reload) starts its own forkserver as it loads, so workers always run
-the code the server loaded, and the first run does not wait for the forkserver's imports.
+started anew (on every reload) starts its own forkserver, so workers always run the code the
+server loaded: the sensors start it when they are about to have runs launched, so that the
+first run does not wait for its imports (``resources/forkserver_warmup.py``), else the first
+run does.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import multiprocessing
 import sys
 from multiprocessing.context import BaseContext
 from typing import Any
+
+from resources.forkserver_warmup import run_workers_fork
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +94,5 @@ def preload_run_workers(enabled: bool) -> int:
         setattr(server, SERVER_CONTEXT_ATTRIBUTE, context)
         done += 1
     if done:
-        start_forkserver()
+        run_workers_fork()  # the sensors start the forkserver before the first run
     return done
-
-
-def start_forkserver() -> None:
-    """Start the forkserver now, while the code server loads, not at its first run.
-
-    Returns at once: the forkserver imports :data:`PRELOAD` in its own process (about two
-    seconds on a 2-core machine), which the first run's launch otherwise waits for; the
-    first batch after a start or a reload then starts that much sooner.
-    """
-    import multiprocessing.forkserver
-
-    multiprocessing.forkserver.ensure_running()

@@ -3,7 +3,7 @@ code location once (``ccat_assets/codelocation/preloaded_workers.py``).
 
 Here: the preloaded imports leave nothing a fork would share (no thread, no socket, no open
 file), a code server's multiprocessing context is replaced only when the setting allows, and
-its forkserver starts as it loads.
+its forkserver is started by the sensors' warm-up when runs are coming, not as it loads.
 That the real code server's run worker is the forkserver's child is asserted where a real
 daemon runs one (``tests/reliability/test_rel_run_worker_killed.py``).
 """
@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from dagster._grpc.server import DagsterApiServer
 
 from ccat_assets.codelocation import preloaded_workers
@@ -57,54 +56,65 @@ def _server() -> DagsterApiServer:
     return server
 
 
-def test_a_code_server_forks_its_run_workers_when_the_setting_allows(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """...and starts the forkserver as it loads, so that the first run does not wait for it."""
-    started: list[bool] = []
-    monkeypatch.setattr(preloaded_workers, "start_forkserver", lambda: started.append(True))
+def test_a_code_server_forks_its_run_workers_when_the_setting_allows() -> None:
     server = _server()
     assert preloaded_workers.preload_run_workers(enabled=False) == 0
     assert server._mp_ctx.get_start_method() == "spawn"  # noqa: SLF001
-    assert started == []
     assert preloaded_workers.preload_run_workers(enabled=True) >= 1
     assert server._mp_ctx.get_start_method() == "forkserver"  # noqa: SLF001
-    assert started == [True]
 
 
-def test_a_server_without_the_context_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_without_the_context_is_left_as_it_is() -> None:
     """A Dagster whose server keeps its context elsewhere: warned, not patched."""
-    monkeypatch.setattr(preloaded_workers, "start_forkserver", lambda: None)
     server = DagsterApiServer.__new__(DagsterApiServer)
     preloaded_workers.preload_run_workers(enabled=True)
     assert not hasattr(server, preloaded_workers.SERVER_CONTEXT_ATTRIBUTE)
 
 
-
-_LOAD = """
+_WARM = """
 import json, multiprocessing, os
+import dagster as dg
 from dagster._grpc.server import DagsterApiServer
 from ccat_assets.codelocation import preloaded_workers
-server = DagsterApiServer.__new__(DagsterApiServer)
-server._mp_ctx = multiprocessing.get_context("spawn")
-preloaded_workers.preload_run_workers(enabled=True)
-children = []
-for pid in os.listdir("/proc"):
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            command = cmdline.read().replace(b"\\0", b" ").decode()
-    except (OSError, ValueError):
-        continue
-    if parent == os.getpid():
-        children.append(command)
-print(json.dumps({"children": children}))
+from resources.forkserver_warmup import warm_forkserver
+
+def forkservers():
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if parent == os.getpid() and preloaded_workers.FORKSERVER_COMMAND in command:
+            found.append(int(pid))
+    return found
+
+report = {}
+with dg.DagsterInstance.local_temp() as local:
+    report["before_preload"] = warm_forkserver(local)
+    server = DagsterApiServer.__new__(DagsterApiServer)
+    server._mp_ctx = multiprocessing.get_context("spawn")
+    preloaded_workers.preload_run_workers(enabled=True)
+    report["after_load"] = forkservers()
+    report["other_launcher"] = warm_forkserver(dg.DagsterInstance.ephemeral())
+    report["after_other_launcher"] = forkservers()
+    report["default_launcher"] = warm_forkserver(local)
+    report["after_warm"] = forkservers()
+print(json.dumps(report))
 """
 
 
-def test_a_code_server_starts_its_forkserver_as_it_loads() -> None:
-    """Before any run, the forkserver is already the loading process's child."""
-    out = subprocess.run([sys.executable, "-c", _LOAD], capture_output=True, text=True,
+def test_the_forkserver_starts_when_runs_are_coming_not_as_the_code_server_loads() -> None:
+    """Loading starts nothing (a code server the daemon replaces every minute, or one on
+    Kubernetes, would pay the forkserver's imports for no run); the sensors' warm-up starts it
+    where the instance's runs start in this code server, and nowhere else."""
+    out = subprocess.run([sys.executable, "-c", _WARM], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     report = json.loads(out.strip().splitlines()[-1])
-    assert [c for c in report["children"] if preloaded_workers.FORKSERVER_COMMAND in c], report
+    assert report["before_preload"] is False, report
+    assert report["after_load"] == [], report
+    assert report["other_launcher"] is False and report["after_other_launcher"] == [], report
+    assert report["default_launcher"] is True and len(report["after_warm"]) == 1, report
