@@ -15,6 +15,7 @@ from ccat_assets.settings import get_settings
 from resources.forkserver_warmup import warm_forkserver
 from sensors.arrivals import Cursor
 from sensors.instance import sensor_instance
+from sensors.partitions import partition_count
 from sensors.tick import plan_tick
 
 
@@ -53,6 +54,9 @@ def build_gap_sensor(pipeline: PipelineDef, *, served: bool, interval_seconds: i
                          now=utcnow(), settings=get_settings())
         if tick.run_requests:
             warm_forkserver(instance)  # imports while the daemon queues and launches them
+        if tick.partitions_added:
+            context.log.info(f"registered {partition_count(tick.partitions_added)} new "
+                             "sub-group(s) as partitions")
         for request in tick.run_requests:
             context.log.info(f"launch {request.tags['ccat/step']}/{request.tags['ccat/sub_group']}"
                              f" ({request.tags['ccat/reason']})")

@@ -8,7 +8,7 @@ partitions sync`` does it on demand. None of them brings back a key a gap sensor
 (``sensors/retire.py``): launching it does, or ``ccat-wm partitions sync --key``.
 
 Re-adding keys that exist is not free (a dedupe query: ~0.5-0.8 s for 10k keys on
-PostgreSQL), so only missing keys are requested, at most 1,000 per request, and the sensor
+PostgreSQL), so only missing keys are added, at most 1,000 per statement, and the sensor
 works only when packages arrived or the set of pipelines changed.
 """
 
@@ -37,19 +37,30 @@ ADD_BATCH = 1000
 PARTITIONS_SENSOR = "ccat_partitions_sensor"
 
 
-def missing_partitions(instance: dg.DagsterInstance,
-                       wanted: Mapping[str, Iterable[str]]) -> list[dg.AddDynamicPartitionsRequest]:
-    """Add requests for the keys of ``wanted`` (partitions def name -> keys) not yet present."""
-    requests = []
+def add_missing_partitions(instance: dg.DagsterInstance,
+                           wanted: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    """Add the keys of ``wanted`` (partitions def name -> keys) not yet present, at most
+    1,000 per statement; returns the keys added per partitions def.
+
+    The sensors add them themselves rather than return Dagster's
+    ``AddDynamicPartitionsRequest``: the daemon applying one asks whether each key exists,
+    one query per key (1,000 new scans: about a second before their runs are launched).
+    """
+    added: dict[str, list[str]] = {}
     for name in sorted(wanted):
         keys = set(wanted[name])
         if not keys:
             continue
         missing = sorted(keys - set(instance.get_dynamic_partitions(name)))
-        requests += [dg.AddDynamicPartitionsRequest(partitions_def_name=name,
-                                                    partition_keys=missing[i:i + ADD_BATCH])
-                     for i in range(0, len(missing), ADD_BATCH)]
-    return requests
+        for i in range(0, len(missing), ADD_BATCH):
+            instance.add_dynamic_partitions(name, missing[i:i + ADD_BATCH])
+        if missing:
+            added[name] = missing
+    return added
+
+
+def partition_count(added: Mapping[str, Sequence[str]]) -> int:
+    return sum(len(keys) for keys in added.values())
 
 
 def subgroup_keys(session: Session, pipelines: Iterable[PipelineDef]) -> dict[str, set[str]]:
@@ -82,11 +93,8 @@ def sync_partitions(instance: dg.DagsterInstance, session: Session,
     """Add every missing sub-group key of ``pipelines`` that is not retired; returns keys
     added per partitions def (0 for those complete already)."""
     wanted = active_subgroup_keys(session, pipelines)
-    added = dict.fromkeys(wanted, 0)
-    for request in missing_partitions(instance, wanted):
-        instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
-        added[request.partitions_def_name] += len(request.partition_keys)
-    return added
+    added = add_missing_partitions(instance, wanted)
+    return {name: len(added.get(name, [])) for name in wanted}
 
 
 def grouping_observation(session: Session, grouping: str) -> dg.AssetObservation | None:
@@ -145,15 +153,15 @@ def build_partitions_sensor(pipelines: Sequence[PipelineDef],
             wanted = active_subgroup_keys(session, pipelines)
             observations = [o for g in sorted({p.grouping for p in pipelines})
                             if (o := grouping_observation(session, g)) is not None]
-        requests = missing_partitions(sensor_instance(context), wanted)
-        if requests:
-            context.log.info(f"registering {sum(len(r.partition_keys) for r in requests)} "
-                             "new sub-group(s) as partitions")
+        added = add_missing_partitions(sensor_instance(context), wanted)
+        if added:
+            context.log.info(f"registered {partition_count(added)} new sub-group(s) as "
+                             "partitions")
         # the cursor's ``pools`` field holds this sensor's catalog token
         return dg.SensorResult(
-            dynamic_partitions_requests=requests, asset_events=observations,
-            cursor=replace(arrivals.cursor, pools=token).dump(),
-            skip_reason=None if requests else f"all sub-groups of {len(wanted)} grain(s) "
-                                              "are partitions")
+            asset_events=observations, cursor=replace(arrivals.cursor, pools=token).dump(),
+            skip_reason=(f"registered {partition_count(added)} new sub-group(s) as partitions"
+                         if added else f"all sub-groups of {len(wanted)} grain(s) are "
+                                       "partitions"))
 
     return _partitions

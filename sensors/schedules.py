@@ -82,9 +82,6 @@ def _schedule(pipeline: PipelineDef, job_name: str, steps: tuple[StepDef, ...],
         tick = plan_tick(instance, pipeline, cursor=Cursor(), now=utcnow(),
                          settings=get_settings(), follow_arrivals=False, steps=names,
                          batching=batching)
-        for request in tick.partition_requests:
-            instance.add_dynamic_partitions(request.partitions_def_name,
-                                                    list(request.partition_keys))
         if not tick.run_requests:
             return dg.SkipReason(tick.summary)
         return tick.run_requests

@@ -1,8 +1,8 @@
 """One evaluation of a pipeline, shared by its gap sensor and its cron schedule.
 
 Read the ops-db (cheaply when nothing changed), evaluate gaps, and turn the fired decisions
-into at most ``sensor_max_runs_per_tick`` RunRequests, with the dynamic partitions they need
-and an observation of the raw data when new packages of the grouping arrived. A gap sensor's
+into at most ``sensor_max_runs_per_tick`` RunRequests, adding the dynamic partitions they need
+first, and an observation of the raw data when new packages of the grouping arrived. A gap sensor's
 tick also retires fully reduced sub-groups from the partitions (``sensors/retire.py``).
 """
 
@@ -28,7 +28,7 @@ from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import Settings
 from sensors.arrivals import Cursor, read_arrivals
 from sensors.lost_retries import lost_retries, retry_request
-from sensors.partitions import missing_partitions
+from sensors.partitions import add_missing_partitions
 from sensors.pools import ensure_pools, limits_token
 from sensors.queued import active_pairs
 from sensors.requests import launch_request
@@ -54,7 +54,9 @@ def forget_states() -> None:
 class Tick:
     cursor: Cursor
     run_requests: list[dg.RunRequest] = field(default_factory=list)
-    partition_requests: list[dg.AddDynamicPartitionsRequest] = field(default_factory=list)
+    #: The keys this tick added as partitions, per partitions def (added already: the
+    #: daemon asks about each key of a request, one query per key).
+    partitions_added: dict[str, list[str]] = field(default_factory=dict)
     observations: list[dg.AssetObservation] = field(default_factory=list)
     #: How many pairs have each decision reason.
     reasons: Counter[str] = field(default_factory=Counter)
@@ -72,7 +74,7 @@ class Tick:
         skip = None if self.run_requests else self.summary
         return dg.SensorResult(
             run_requests=self.run_requests, skip_reason=skip, cursor=self.cursor.dump(),
-            dynamic_partitions_requests=self.partition_requests, asset_events=self.observations)
+            asset_events=self.observations)
 
 
 def plan_tick(instance: dg.DagsterInstance, pipeline: PipelineDef, *, cursor: Cursor,
@@ -117,7 +119,7 @@ def plan_tick(instance: dg.DagsterInstance, pipeline: PipelineDef, *, cursor: Cu
         cursor=arrivals.cursor if arrivals else cursor,
         run_requests=retries + [launch_request(pipeline, launch, batching)
                                 for launch in launches],
-        partition_requests=missing_partitions(instance, wanted),
+        partitions_added=add_missing_partitions(instance, wanted),
         observations=_observations(pipeline, evaluation, new_ids),
         reasons=evaluation.reasons,
     )
