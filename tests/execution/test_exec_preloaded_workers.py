@@ -72,7 +72,7 @@ def test_a_server_without_the_context_is_left_as_it_is() -> None:
 
 
 _WARM = """
-import json, multiprocessing, os
+import json, multiprocessing, os, time
 import dagster as dg
 from dagster._grpc.server import DagsterApiServer
 from ccat_assets.codelocation import preloaded_workers
@@ -102,6 +102,9 @@ with dg.DagsterInstance.local_temp() as local:
     report["other_launcher"] = warm_forkserver(dg.DagsterInstance.ephemeral())
     report["after_other_launcher"] = forkservers()
     report["default_launcher"] = warm_forkserver(local)
+    deadline = time.monotonic() + 30  # the child shows its command once it has exec'd
+    while not forkservers() and time.monotonic() < deadline:
+        time.sleep(0.05)
     report["after_warm"] = forkservers()
 print(json.dumps(report))
 """
