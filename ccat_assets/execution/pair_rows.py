@@ -77,17 +77,20 @@ def read_pair_rows(session: Session, step_id: int, inputs: Sequence[RunInputs],
     keys = sorted(rows)
     ers = ExecutedReductionStep
     of_pairs = (ers.reduction_step_id == step_id, ers.sub_group_key.in_(keys))
-    if with_completed:
-        for completed in _newest_completed(session, step_id, keys):
-            rows[completed[0]].newest_completed = NewestCompleted(*completed[1:])
     fingerprints = sorted({i.fingerprint for i in inputs})
     ours = ers.dagster_run_id.in_(list(run_ids)) if run_ids else sa.false()
+    # In flight first, then COMPLETED: a run finishing meanwhile (its commit does not take
+    # the step lock) is then seen by one read or the other. Read the other way round, a run
+    # that committed COMPLETED between the two reads was in neither, and the pair ran twice.
     for row in session.scalars(
             sa.select(ers)
             .where(*of_pairs, ers.status.in_(IN_FLIGHT_STATUSES), ers.run_dir.is_not(None),
                    sa.or_(ers.input_fingerprint.in_(fingerprints), ours))
             .order_by(ers.id.desc()).with_for_update()):
         rows[row.sub_group_key].started_in_flight.append(row)
+    if with_completed:
+        for completed in _newest_completed(session, step_id, keys):
+            rows[completed[0]].newest_completed = NewestCompleted(*completed[1:])
     if run_ids:
         for row in session.scalars(
                 sa.select(ers)
