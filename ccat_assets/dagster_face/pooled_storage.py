@@ -120,11 +120,11 @@ class _RemembersWhatItFound:
     a table or column exists before every asset check event (``supports_asset_checks``) and
     every materialization (the asset-key columns), at every read of runs (the run-stats
     columns) and twice in every read and write of a sensor's state (the instigators and
-    secondary-index tables): three to six catalog queries per batch member, and with
-    one-second sensors a tenth or more of the daemon's and the code server's CPU (py-spy,
-    docs/batching.md). A table or column found stays found in a running process (nothing here drops
-    Dagster's), and so does an index migration found completed; what was not found is asked
-    about again, so a migration is seen at once.
+    secondary-index tables): three to six catalog queries per batch member, and several in
+    every sensor tick (every 5 s at most: Dagster's sensor loop) of the daemon and the code
+    server (py-spy, docs/batching.md). A table or column found stays found in a running
+    process (nothing here drops Dagster's), and so does an index migration found completed;
+    what was not found is asked about again, so a migration is seen at once.
     """
 
     def _found(self, what: str, ask: Callable[[], bool]) -> bool:

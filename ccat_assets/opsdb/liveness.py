@@ -3,8 +3,10 @@
 Why: SQLAlchemy's ``pool_pre_ping`` pings a connection at every checkout, a round trip to
 PostgreSQL before every transaction of the ops-db and every call of Dagster's storage. Those
 come in bursts (a batch member's five events, a daemon loop's reads, a sensor tick's
-queries), milliseconds apart: the pings were 5% of a run worker's CPU and 9% of the
-daemon's (py-spy over ``bench/overhead.py``, docs/batching.md).
+queries), milliseconds apart, each ping one more round trip and one more statement for the
+server to parse. (A profile that also counts waiting put the pings at 5% of a run worker's
+samples and 9% of the daemon's; most of that was the round trip's wait, not CPU:
+docs/batching.md.)
 
 A connection that was checked in less than :data:`PING_AFTER_IDLE_S` ago is handed out
 without a ping. What the ping is for still holds: a restarted PostgreSQL kills every

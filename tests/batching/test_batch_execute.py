@@ -4,17 +4,21 @@ failing member fails alone; a batch run again skips what completed."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from ccat_assets.dagster_face.checks import FILES, QUALITY, judge_runs
+from ccat_assets.execution import execute as execute_module
 from ccat_assets.execution.batch import execute_batch
 from ccat_assets.execution.execute import (
+    Busy,
     Claimed,
     Deferred,
     JobEnded,
+    Reused,
     RunFailed,
     RunOutcome,
     claim_runs,
@@ -24,6 +28,7 @@ from ccat_assets.execution.execute import (
     wait_jobs,
 )
 from ccat_assets.execution.jobs import submit_array
+from ccat_assets.execution.pair_rows import read_pair_rows
 from ccat_assets.execution.queued_rows import QueuedPair, record_queued
 from ccat_assets.grouping import subgroup_key
 from ccat_assets.opsdb import DataProduct, DataProductType, ExecutedReductionStep, RunStatus
@@ -218,6 +223,57 @@ def test_claiming_a_batch_reads_its_pairs_rows_once_not_per_member(
     rows = _rows()  # every placeholder was claimed: no second row
     assert len(rows) == len(KEYS) and {r.dagster_run_id for r in rows} == {"queued"}
     assert all(r.run_dir for r in rows)
+
+
+def test_a_run_finishing_between_a_claims_reads_is_seen_by_one_of_them(
+    ccat_env: Path, tmp_path: Path, make_services, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that commits COMPLETED while another run claims the same pair is seen by the
+    claim, as in flight or as completed, whenever it lands between the claim's reads (a
+    finish does not take the step lock). The finish is forced right after the claim's first
+    read of the pair's rows and given a second to commit; read completed-first, the claim
+    found the pair in neither read and ran it a second time."""
+    _setup(tmp_path)
+    services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=2),
+                             HostRuntime(), make_stager)
+    first = claim_runs(services, pipeline_name="chai_test", step_name="calibrate",
+                       sub_group_keys=[KEYS[0]], dagster_run_id="first")[KEYS[0]]
+    assert isinstance(first, Claimed) and not first.reattached
+
+    def finish() -> None:
+        with session_scope() as session:
+            session.execute(sa.update(ExecutedReductionStep)
+                            .where(ExecutedReductionStep.id == first.run_id)
+                            .values(status=RunStatus.COMPLETED))
+
+    finisher = threading.Thread(target=finish)
+    reading = {"inside": False}
+
+    def after_first_pair_read(conn, cursor, statement, *args) -> None:
+        if reading["inside"] and finisher.ident is None and _run_row_reads([statement]):
+            finisher.start()
+            finisher.join(timeout=1.0)  # blocks on the claim's row lock, if it holds one
+
+    def read_inside(*args, **kwargs):
+        reading["inside"] = True
+        try:
+            return read_pair_rows(*args, **kwargs)
+        finally:
+            reading["inside"] = False
+
+    monkeypatch.setattr(execute_module, "read_pair_rows", read_inside)
+    sa.event.listen(sa.engine.Engine, "after_cursor_execute", after_first_pair_read)
+    try:
+        second = claim_runs(services, pipeline_name="chai_test", step_name="calibrate",
+                            sub_group_keys=[KEYS[0]], dagster_run_id="second",
+                            skip_completed=True)[KEYS[0]]
+    finally:
+        sa.event.remove(sa.engine.Engine, "after_cursor_execute", after_first_pair_read)
+        finisher.join(timeout=10)
+    assert finisher.ident is not None and not finisher.is_alive()
+    assert isinstance(second, Busy | Reused), second
+    rows = _rows()
+    assert [(r.id, r.status) for r in rows] == [(first.run_id, RunStatus.COMPLETED)]
 
 
 def test_staging_a_batch_reads_the_copies_of_its_files_once(
