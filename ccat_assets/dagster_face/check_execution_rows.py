@@ -59,9 +59,10 @@ SELECT count(*) FROM updated
 
 
 def record_check_execution(conn: sa.Connection, event: EventLogEntry, event_id: int | None,
-                           timestamp: dt.datetime) -> None:
+                           timestamp: dt.datetime, *, event_text: str | None = None) -> None:
     """Update the run's planned row of the evaluated check (and partition), else insert it;
-    ``event_id``: the evaluation event's storage id, ``timestamp``: its insert timestamp."""
+    ``event_id``: the evaluation event's storage id, ``timestamp``: its insert timestamp,
+    ``event_text``: ``serialize_value(event)`` if already made."""
     evaluation = cast("AssetCheckEvaluation", event.get_dagster_event().event_specific_data)
     target = evaluation.target_materialization_data
     status = (AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed
@@ -69,7 +70,7 @@ def record_check_execution(conn: sa.Connection, event: EventLogEntry, event_id: 
     updated = conn.execute(RECORD_CHECK_EXECUTION, {
         "asset_key": evaluation.asset_key.to_string(), "check_name": evaluation.check_name,
         "run_id": event.run_id, "partition": evaluation.partition, "status": status.value,
-        "event": serialize_value(event), "timestamp": timestamp, "event_id": event_id,
+        "event": event_text or serialize_value(event), "timestamp": timestamp, "event_id": event_id,
         "materialization_id": target.storage_id if target else None,
     }).scalar_one()
     if updated > 1:  # as Dagster's own

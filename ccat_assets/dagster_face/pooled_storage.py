@@ -38,9 +38,12 @@ from typing import Any
 import sqlalchemy as sa
 from dagster import Field, IntSource
 from dagster._config.config_schema import UserConfigSchema
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.config import pg_config
+from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
+from dagster._time import datetime_from_timestamp
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
@@ -52,6 +55,7 @@ from dagster_postgres.utils import (
 )
 
 from ccat_assets.dagster_face.check_execution_rows import record_check_execution
+from ccat_assets.dagster_face.event_text import EventText
 from ccat_assets.opsdb.liveness import ping_when_idle
 
 #: Connections kept open per storage (run, event log, schedule) in each process.
@@ -161,7 +165,8 @@ class PooledPostgresRunStorage(_RemembersWhatItFound, _Pooled, PostgresRunStorag
 
 class PooledPostgresEventLogStorage(_RemembersWhatItFound, _Pooled, PostgresEventLogStorage):
     """Dagster's PostgreSQL event-log storage with pooled connections, which remembers the
-    tables it found and records a check evaluation's execution row in one statement."""
+    tables it found, serializes an event once for all the rows that store it, sends no
+    ``NOTIFY`` and records a check evaluation's execution row in one statement."""
 
     def has_table(self, table_name: str) -> bool:
         ask = super().has_table
@@ -171,12 +176,55 @@ class PooledPostgresEventLogStorage(_RemembersWhatItFound, _Pooled, PostgresEven
         ask = super()._has_asset_key_col_on_connection
         return self._found(f"column asset_keys.{column_name}", lambda: ask(conn, column_name))
 
+    @property
+    def _text(self) -> EventText:
+        return self.__dict__.setdefault("_event_text", EventText())
+
+    def store_event(self, event: EventLogEntry) -> None:
+        """Dagster's ``PostgresEventLogStorage.store_event`` without its ``NOTIFY``.
+
+        Why: Dagster 1.13 watches the event log by polling; it keeps the ``NOTIFY`` after
+        every event only for older Dagster processes that listened (its own comment says so),
+        and every process here runs the same Dagster. That was one round trip more for each
+        of a batch member's events."""
+        statement = self.prepare_insert_event(event).returning(SqlEventLogStorageTable.c.id)
+        with self._connect() as conn:
+            event_id = int(conn.execute(statement).scalar_one())
+        dagster_event = event.dagster_event
+        if dagster_event is None:
+            return
+        if dagster_event.event_type in ASSET_EVENTS and dagster_event.asset_key:
+            with self.index_transaction() as conn:
+                self._store_asset_event_tags(conn, [event], [event_id])
+                self._store_asset_event(conn, event, event_id)
+        if dagster_event.event_type in ASSET_CHECK_EVENTS:
+            self.store_asset_check_event(event, event_id)
+
+    def _event_to_row(self, event: EventLogEntry) -> dict[str, Any]:
+        """Dagster's row of the event, whose text the other rows of the event then reuse."""
+        row = super()._event_to_row(event)
+        self._text.remember(event, row["event"])
+        return row
+
+    def _get_asset_entry_values(self, event: EventLogEntry, event_id: int,
+                                has_asset_key_index_cols: bool) -> dict[str, Any]:
+        """Dagster's values of the asset's row; a materialization's record is spliced from
+        the event's text instead of serialized again (:mod:`.event_text`)."""
+        if event.dagster_event is None or not event.dagster_event.is_step_materialization:
+            return super()._get_asset_entry_values(event, event_id, has_asset_key_index_cols)
+        values: dict[str, Any] = {"last_materialization": self._text.of_record(event, event_id),
+                                  "last_run_id": event.run_id}
+        if has_asset_key_index_cols:
+            values["last_materialization_timestamp"] = datetime_from_timestamp(event.timestamp)
+        return values
+
     def _update_asset_check_evaluation(self, event: EventLogEntry, event_id: int | None
                                        ) -> None:
         """Dagster's row of a check evaluation in a run, in one round trip
         (:func:`~ccat_assets.dagster_face.check_execution_rows.record_check_execution`)."""
         with self.index_connection() as conn:
-            record_check_execution(conn, event, event_id, self._event_insert_timestamp(event))
+            record_check_execution(conn, event, event_id, self._event_insert_timestamp(event),
+                                   event_text=self._text.of(event))
 
 
 class PooledPostgresScheduleStorage(_RemembersWhatItFound, _Pooled, PostgresScheduleStorage):
