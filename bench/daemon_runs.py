@@ -187,12 +187,33 @@ def dagster_runs(s: Stack, pipeline: str, settle_s: float = 120) -> dict[str, An
             first = instance.get_run_records(
                 filters=dg.RunsFilter(tags={"ccat/pipeline": pipeline}), limit=1,
                 order_by="create_timestamp", ascending=True)
+            tick = (requesting_tick(instance, f"{pipeline}__gap_sensor", first[0])
+                    if first else None)
     finally:
         os.environ.clear()
         os.environ.update(saved)
     return {"total": len(runs), "by_status": dict(sorted(statuses.items())),
+            "first_tick_started": tick,
             "first_created": first[0].create_timestamp.timestamp() if first else None,
             "first_started": first[0].start_time if first else None}
+
+
+def requesting_tick(instance: Any, sensor: str, record: Any) -> float | None:
+    """When the tick of ``sensor`` that requested the run of ``record`` started (epoch
+    seconds): the tick naming the run, else the last one started before the run was created."""
+    from dagster._core.definitions.run_request import InstigatorType
+
+    created = record.create_timestamp.timestamp()
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.name != sensor:
+            continue
+        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id,
+                                   before=created + 1, limit=20)
+        naming = [t for t in ticks if record.dagster_run.run_id in t.run_ids]
+        before = [t for t in ticks if t.timestamp <= created]
+        chosen = naming or before
+        return max(t.timestamp for t in chosen) if chosen else None
+    return None
 
 
 def first_job_times(s: Stack) -> dict[str, float | None]:
@@ -215,8 +236,12 @@ def first_job_times(s: Stack) -> dict[str, float | None]:
 
 #: The phases from the arrival of the data to its first program, in order, and what each is.
 LATENCY_PHASES = (
-    ("sensor", "first_created", "arrival registered -> first run requested: sensor interval, "
-                                "partition sync, gap evaluation, cooldown (0 here)"),
+    ("sensor_wait", "first_tick_started", "arrival registered -> start of the gap sensor's "
+                                          "tick that requested the first run: Dagster's "
+                                          "sensor loop, which runs every 5 s at most "
+                                          "whatever the sensor's interval"),
+    ("sensor_tick", "first_created", "that tick's start -> first run requested: partition "
+                                     "sync, gap evaluation, cooldown (0 here), run requests"),
     ("queue_and_launch", "first_started", "run requested -> run started: run queue, launch "
                                           "through the code server, run worker start-up"),
     ("claim_stage_submit", "first_submitted", "run started -> first job submitted: the run "
