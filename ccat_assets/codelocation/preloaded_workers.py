@@ -5,10 +5,11 @@ a new interpreter that imports Dagster, its PostgreSQL storage and this code loc
 the run does anything: about 1.5 CPU seconds and a second of wall time per run, a third of what
 a batch run of 50 sub-groups costs in all (docs/batching.md). With the *forkserver* method a
 helper process imports those modules once, and each worker is a fork of it with everything
-already imported. The helper is single-threaded and only imports (nothing at import time
-here opens a connection, a file or a thread: ``tests/execution/test_exec_preloaded_workers.py``
-checks it), so the fork is safe; everything a run uses is made in the worker after the fork,
-as before.
+already imported. The helper is single-threaded; it imports (nothing at import time here
+opens a connection, a file or a thread) and builds the code location's definitions once,
+closing the connections the build used (``prebuilt_definitions.py``), so the fork shares
+nothing (``tests/execution/test_exec_preloaded_workers.py`` checks both). Everything else a
+run uses is made in the worker after the fork, as before.
 
 Dagster 1.13 has no setting for it: ``DagsterApiServer.__init__`` fixes its context with
 ``multiprocessing.get_context("spawn")`` in ``_mp_ctx``, which ``StartRun`` uses for the
@@ -58,6 +59,8 @@ PRELOAD = (
     "psycopg2.extras",
     "ccat_assets.definitions",
     "resources.execution",
+    # Imported with ccat_assets.definitions already; in the forkserver it builds them.
+    "ccat_assets.codelocation.prebuilt_definitions",
 )
 #: What the command line of the forkserver, and so of every run worker it forks, contains.
 FORKSERVER_COMMAND = "multiprocessing.forkserver"

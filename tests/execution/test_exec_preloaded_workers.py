@@ -15,11 +15,17 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import sqlalchemy as sa
 from dagster._grpc.server import DagsterApiServer
 
 from ccat_assets.codelocation import preloaded_workers
 from tests.conftest import PG_URL
+from tests.execution.conftest import apply_and_ingest
+from tests.factories import pipeline_spec
+
+ROOT = Path(__file__).resolve().parents[2]
 
 _REPORT = """
 import json, os, threading
@@ -121,3 +127,50 @@ def test_the_forkserver_starts_when_runs_are_coming_not_as_the_code_server_loads
     assert report["after_load"] == [], report
     assert report["other_launcher"] is False and report["after_other_launcher"] == [], report
     assert report["default_launcher"] is True and len(report["after_warm"]) == 1, report
+
+
+_FORKED_WORKER = """
+import json, multiprocessing, sys
+from ccat_assets.codelocation.preloaded_workers import PRELOAD
+from tests.execution.forkserver_probe import report
+context = multiprocessing.get_context("forkserver")
+context.set_forkserver_preload(list(PRELOAD))
+queue = context.SimpleQueue()
+worker = context.Process(target=report, args=(queue, sys.argv[1] or None))
+worker.start()
+worker.join(120)
+print(json.dumps(queue.get()))
+"""
+
+
+def test_a_forked_worker_finds_the_definitions_built_and_no_connection_of_the_build(
+    ccat_env: Path, tmp_path: Path,
+) -> None:
+    """The forkserver builds the code location once (``prebuilt_definitions.py``): a worker
+    it forks gets them from ``defs()`` without building, with the applied pipeline's assets,
+    and inherits no connection or file of the ops-db the build read."""
+    apply_and_ingest(tmp_path, pipeline_spec(tmp_path / "processing"),
+                     [("scan-001", "NGC253", "CO43")])
+    url = os.environ["CCAT_OPS_DB_URL"]
+    database_file = sa.make_url(url).database if url.startswith("sqlite") else ""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", _FORKED_WORKER, database_file or ""], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=180, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["built_by_the_forkserver"] is True, out.stderr[-3000:]
+    assert report["defs_returns_them"] is True, report
+    assert "ccat/chai_test/calibrate" in report["asset_keys"], report
+    assert report["inherited_database_handles"] == [], report
+
+
+def test_without_an_ops_db_the_forkserver_builds_nothing_and_workers_build_their_own(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "CCAT_OPS_DB_URL": f"sqlite:///{tmp_path / 'never-migrated.db'}",
+           "CCAT_WORKFLOW_MANAGER_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", _FORKED_WORKER.replace(
+        "print(json.dumps(queue.get()))", "print(json.dumps(queue.get() if not worker.exitcode "
+        "else {'exitcode': worker.exitcode}))"), ""], env=env, cwd=ROOT, capture_output=True,
+        text=True, timeout=180, check=False)
+    assert "run workers will build the definitions themselves" in out.stderr, out.stderr[-3000:]
