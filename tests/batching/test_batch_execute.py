@@ -31,7 +31,14 @@ from ccat_assets.execution.jobs import submit_array
 from ccat_assets.execution.pair_rows import read_pair_rows
 from ccat_assets.execution.queued_rows import QueuedPair, record_queued
 from ccat_assets.grouping import subgroup_key
-from ccat_assets.opsdb import DataProduct, DataProductType, ExecutedReductionStep, RunStatus
+from ccat_assets.opsdb import (
+    DataLocation,
+    DataProduct,
+    DataProductType,
+    ExecutedReductionStep,
+    PhysicalCopy,
+    RunStatus,
+)
 from ccat_assets.opsdb.session import session_scope
 from ccat_assets.settings import get_settings
 from resources.apptainer import HostRuntime
@@ -307,6 +314,73 @@ def test_staging_a_batch_reads_the_copies_of_its_files_once(
         counted.append((sum("raw_data_file_id IN" in r for r in reads),
                         sum("raw_data_package_id IN" in r for r in reads), len(reads)))
     assert counted == [(1, 1, 2), (1, 1, 2)], counted
+
+
+def _run_row_writes(statements: list[str]) -> int:
+    """The statements among ``statements`` that write run rows (an executemany is one)."""
+    return sum(1 for text in statements
+               if text.lstrip().upper().startswith("UPDATE executed_reduction_step".upper()))
+
+
+def test_staging_a_batch_writes_its_members_rows_in_one_flush(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """Staging records its members' run rows in one flush at the commit, not one per member:
+    as many writes of run rows for four members as for two (one executemany)."""
+    _setup(tmp_path)
+    services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=6),
+                             HostRuntime(), make_stager)
+    writes: list[int] = []
+    for keys in (KEYS[:2], KEYS[2:]):
+        claimed = claim_runs(services, pipeline_name="chai_test", step_name="calibrate",
+                             sub_group_keys=keys, dagster_run_id=f"stage-{len(keys)}")
+        layouts = {c.run_id: c.layout for c in claimed.values() if isinstance(c, Claimed)}
+        statements: list[str] = []
+
+        def seen(conn, cursor, statement, *args, sink=statements) -> None:
+            sink.append(statement)
+
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+        try:
+            staged = stage_runs(services, layouts, f"stage-{len(keys)}")
+        finally:
+            sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+        assert not [r for r in staged.values() if isinstance(r, RunFailed)], staged
+        writes.append(_run_row_writes(statements))
+    assert writes == [1, 1], writes
+
+
+def test_a_member_with_a_corrupt_file_fails_staging_alone(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """A member whose raw file is corrupt fails alone: FAILED, no copy recorded for the
+    corrupt file (its good file's copy is, it was staged and verified), its siblings staged
+    with all of theirs."""
+    _setup(tmp_path)
+    corrupt = next((tmp_path / "archive").rglob(f"{SCANS[3][0]}/spec_1.dat"))
+    corrupt.write_bytes(b"corrupted after ingest\n")
+    services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=6),
+                             HostRuntime(), make_stager)
+    claimed = claim_runs(services, pipeline_name="chai_test", step_name="calibrate",
+                         sub_group_keys=KEYS, dagster_run_id="corrupt")
+    results = stage_runs(services, {c.run_id: c.layout for c in claimed.values()
+                                    if isinstance(c, Claimed)}, "corrupt")
+    rows = {r.sub_group_key: r for r in _rows()}
+    failed = results[rows[KEYS[3]].id]
+    assert isinstance(failed, RunFailed) and "does not match" in failed.reason, failed
+    assert rows[KEYS[3]].status == RunStatus.FAILED
+    others = [k for k in KEYS if k != KEYS[3]]
+    assert all(rows[k].status == RunStatus.STAGING_DATA for k in others)
+    assert not [k for k in others if isinstance(results[rows[k].id], RunFailed)]
+    with session_scope() as session:
+        staged = set(session.scalars(
+            sa.select(PhysicalCopy.path).join(DataLocation)
+            .where(DataLocation.name == "test-processing",
+                   PhysicalCopy.raw_data_file_id.is_not(None))))
+    scan = SCANS[3][0]
+    assert not [p for p in staged if scan in p and p.endswith("spec_1.dat")], sorted(staged)
+    assert [p for p in staged if scan in p and p.endswith("spec_0.dat")], sorted(staged)
+    assert len(staged) == 2 * len(KEYS) - 1, sorted(staged)
 
 
 def _ended_members(services, keys: list[str]) -> dict[str, JobEnded]:
