@@ -283,54 +283,13 @@ def test_a_run_finishing_between_a_claims_reads_is_seen_by_one_of_them(
     assert [(r.id, r.status) for r in rows] == [(first.run_id, RunStatus.COMPLETED)]
 
 
-def test_staging_a_batch_reads_the_copies_of_its_files_once(
-    ccat_env: Path, tmp_path: Path, make_services,
-) -> None:
-    """The stager learns which of a batch's raw files are staged already, and where each
-    package's archive copies are, in one query each for all members (``prefetch``), not one
-    per package: as many for four members as for two."""
+def _stage_two_then_four(tmp_path: Path, make_services) -> list[list[str]]:
+    """Claim and stage two members, then the other four, as two batches; the statements
+    each staging executed (each batch's staging must succeed)."""
     _setup(tmp_path)
     services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=6),
                              HostRuntime(), make_stager)
-    counted: list[int] = []
-    for keys in (KEYS[:2], KEYS[2:]):
-        claimed = claim_runs(services, pipeline_name="chai_test", step_name="calibrate",
-                             sub_group_keys=keys, dagster_run_id=f"stage-{len(keys)}")
-        layouts = {c.run_id: c.layout for c in claimed.values() if isinstance(c, Claimed)}
-        reads: list[str] = []
-
-        def seen(conn, cursor, statement, *args, sink=reads) -> None:
-            if "FROM physical_copy" in statement and (
-                    "raw_data_file_id IN" in statement
-                    or "physical_copy.raw_data_package_id" in statement):
-                sink.append(statement)
-
-        sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
-        try:
-            staged = stage_runs(services, layouts, f"stage-{len(keys)}")
-        finally:
-            sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
-        assert not [r for r in staged.values() if isinstance(r, RunFailed)], staged
-        counted.append((sum("raw_data_file_id IN" in r for r in reads),
-                        sum("raw_data_package_id IN" in r for r in reads), len(reads)))
-    assert counted == [(1, 1, 2), (1, 1, 2)], counted
-
-
-def _run_row_writes(statements: list[str]) -> int:
-    """The statements among ``statements`` that write run rows (an executemany is one)."""
-    return sum(1 for text in statements
-               if text.lstrip().upper().startswith("UPDATE executed_reduction_step".upper()))
-
-
-def test_staging_a_batch_writes_its_members_rows_in_one_flush(
-    ccat_env: Path, tmp_path: Path, make_services,
-) -> None:
-    """Staging records its members' run rows in one flush at the commit, not one per member:
-    as many writes of run rows for four members as for two (one executemany)."""
-    _setup(tmp_path)
-    services = make_services(LocalBackend(get_settings().jobs_dir, max_parallel=6),
-                             HostRuntime(), make_stager)
-    writes: list[int] = []
+    executed: list[list[str]] = []
     for keys in (KEYS[:2], KEYS[2:]):
         claimed = claim_runs(services, pipeline_name="chai_test", step_name="calibrate",
                              sub_group_keys=keys, dagster_run_id=f"stage-{len(keys)}")
@@ -346,7 +305,37 @@ def test_staging_a_batch_writes_its_members_rows_in_one_flush(
         finally:
             sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
         assert not [r for r in staged.values() if isinstance(r, RunFailed)], staged
-        writes.append(_run_row_writes(statements))
+        executed.append(statements)
+    return executed
+
+
+def test_staging_a_batch_reads_the_copies_of_its_files_once(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """The stager learns which of a batch's raw files are staged already, and where each
+    package's archive copies are, in one query each for all members (``prefetch``), not one
+    per package: as many for four members as for two."""
+    counted = []
+    for statements in _stage_two_then_four(tmp_path, make_services):
+        reads = [r for r in statements if "FROM physical_copy" in r and (
+            "raw_data_file_id IN" in r or "physical_copy.raw_data_package_id" in r)]
+        counted.append((sum("raw_data_file_id IN" in r for r in reads),
+                        sum("raw_data_package_id IN" in r for r in reads), len(reads)))
+    assert counted == [(1, 1, 2), (1, 1, 2)], counted
+
+
+def _run_row_writes(statements: list[str]) -> int:
+    """The statements among ``statements`` that write run rows (an executemany is one)."""
+    return sum(1 for text in statements
+               if text.lstrip().upper().startswith("UPDATE EXECUTED_REDUCTION_STEP"))
+
+
+def test_staging_a_batch_writes_its_members_rows_in_one_flush(
+    ccat_env: Path, tmp_path: Path, make_services,
+) -> None:
+    """Staging records its members' run rows in one flush at the commit, not one per member:
+    as many writes of run rows for four members as for two (one executemany)."""
+    writes = [_run_row_writes(s) for s in _stage_two_then_four(tmp_path, make_services)]
     assert writes == [1, 1], writes
 
 
