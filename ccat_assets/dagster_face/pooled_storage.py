@@ -32,6 +32,7 @@ The webserver still replaces the engines with its own (``optimize_for_webserver`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -176,9 +177,9 @@ class PooledPostgresEventLogStorage(_RemembersWhatItFound, _Pooled, PostgresEven
         ask = super()._has_asset_key_col_on_connection
         return self._found(f"column asset_keys.{column_name}", lambda: ask(conn, column_name))
 
-    @property
+    @functools.cached_property
     def _text(self) -> EventText:
-        return self.__dict__.setdefault("_event_text", EventText())
+        return EventText()
 
     def store_event(self, event: EventLogEntry) -> None:
         """Dagster's ``PostgresEventLogStorage.store_event`` without its ``NOTIFY``.

@@ -487,8 +487,8 @@ def stage_runs(
     A member whose staging raises (a missing or corrupt file, an unsafe path) fails alone;
     what it wrote before is kept, and true: its run row says STAGING_DATA until it is marked
     FAILED, and a copy is recorded only for a file staged and verified. No savepoint per
-    member: flushing each member at its savepoint was a quarter of staging's CPU (docs/
-    batching.md). Only a database error at the commit (a copy another run recorded at the
+    member: flushing each member at its savepoint was a quarter of staging's CPU
+    (docs/batching.md). Only a database error at the commit (a copy another run recorded at the
     same moment) now fails the whole batch's staging, which its runs' retries stage again.
     """
     specs: dict[int, JobSpec | RunFailed] = {}
